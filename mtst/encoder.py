@@ -1,0 +1,182 @@
+"""Task 1: ``SentenceTransformer``, a backbone plus pooling that maps text to fixed-length vectors."""
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer
+
+from .assets import resolve_model
+from .pooling import POOLERS
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Tokenized:
+    """Sentences as sub-token ids, unpadded, with the length each had before truncation."""
+
+    input_ids: list[list[int]]
+    full_lengths: list[int]
+    max_length: int
+
+    @property
+    def truncated(self) -> list[bool]:
+        return [n > self.max_length for n in self.full_lengths]
+
+
+def tokenize_texts(tokenizer, texts: Sequence[str], max_length: int) -> Tokenized:
+    """Sub-token ids with special tokens, each truncated to ``max_length``.
+
+    The untruncated lengths are kept so callers can report what was cut.
+    """
+    if isinstance(texts, str):
+        raise TypeError("tokenize takes a list of strings, not one string")
+    full = tokenizer([str(t).strip() for t in texts], add_special_tokens=True, truncation=False,
+                     verbose=False)["input_ids"]
+    # A single sequence truncates by cutting the body and keeping the closing special token,
+    # exactly what the tokenizer's own truncation (and sentence-transformers) does.
+    ids = [seq if len(seq) <= max_length else seq[: max_length - 1] + seq[-1:] for seq in full]
+    return Tokenized(ids, [len(seq) for seq in full], max_length)
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists to the longest one: returns ``input_ids`` and ``attention_mask``, (B, T)."""
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attention_mask[row, : len(seq)] = 1
+    return input_ids, attention_mask
+
+
+def _pooling_from_st_config(folder: Path) -> str | None:
+    """Read the pooling mode of a sentence-transformers folder (``1_Pooling/config.json``)."""
+    path = folder / "1_Pooling" / "config.json"
+    if not path.is_file():
+        return None
+    cfg = json.loads(path.read_text())
+    for mode, key in (("mean", "pooling_mode_mean_tokens"), ("cls", "pooling_mode_cls_token"),
+                      ("max", "pooling_mode_max_tokens")):
+        if cfg.get(key):
+            return mode
+    return None
+
+
+class SentenceTransformer(nn.Module):
+    """A transformer backbone with pooling, giving one fixed-length embedding per sentence.
+
+    ``forward`` takes tensors; only ``tokenize`` and ``encode`` see raw text.
+
+    Args:
+        backbone: a Hugging Face encoder returning ``last_hidden_state``.
+        tokenizer: its tokenizer.
+        pooling: ``mean`` (masked), ``cls`` or ``max``.
+        normalize: L2-normalise embeddings returned by ``encode`` by default.
+        max_seq_length: inputs longer than this (in sub-tokens, specials included) are truncated.
+    """
+
+    def __init__(self, backbone: nn.Module, tokenizer, pooling: str = "mean", normalize: bool = False,
+                 max_seq_length: int = 384):
+        super().__init__()
+        if pooling not in POOLERS:
+            raise ValueError(f"pooling must be one of {sorted(POOLERS)}, got {pooling!r}")
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.normalize = normalize
+        self.max_seq_length = max_seq_length
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | None = None, pooling: str | None = None,
+                        normalize: bool = False, max_seq_length: int = 384) -> "SentenceTransformer":
+        """Load a backbone from a hub id or local folder (see ``mtst.assets.resolve_model``).
+
+        The pooling mode defaults to the folder's sentence-transformers config, else ``mean``.
+        """
+        source = resolve_model(name_or_path)
+        logger.info("loading backbone from %s", source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        backbone = AutoModel.from_pretrained(source, dtype=torch.float32, add_pooling_layer=False)
+        if pooling is None:
+            pooling = _pooling_from_st_config(Path(source)) if Path(source).is_dir() else None
+        return cls(backbone, tokenizer, pooling or "mean", normalize, max_seq_length)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.backbone.config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Token states ``(B, T, H)`` and pooled sentence embeddings ``(B, H)``."""
+        token_states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return {
+            "token_embeddings": token_states,
+            "sentence_embedding": POOLERS[self.pooling](token_states, attention_mask),
+        }
+
+    def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> Tokenized:
+        """Sub-token ids of ``texts``, truncated to ``max_length`` (default ``max_seq_length``)."""
+        return tokenize_texts(self.tokenizer, texts, max_length or self.max_seq_length)
+
+    @torch.inference_mode()
+    def encode(self, sentences: str | Sequence[str], batch_size: int = 32, normalize: bool | None = None,
+               convert_to: str = "numpy", show_progress_bar: bool | None = None,
+               autocast_dtype: torch.dtype | None = None):
+        """Embed sentences, in input order.
+
+        Sentences are sorted by token length so each batch carries little padding; the result
+        does not depend on the batching (padding is masked out of the pooling).
+
+        Args:
+            sentences: one string or a list of strings.
+            batch_size: sentences per forward pass.
+            normalize: L2-normalise (default: the model's ``normalize``).
+            convert_to: ``numpy`` (float32 array), ``tensor`` (on CPU) or ``list``.
+            show_progress_bar: default on for more than 256 sentences.
+            autocast_dtype: e.g. ``torch.bfloat16`` for faster, approximate inference.
+
+        Returns:
+            ``(N, H)`` embeddings, or ``(H,)`` when a single string was given.
+        """
+        single = isinstance(sentences, str)
+        texts = [sentences] if single else list(sentences)
+        normalize = self.normalize if normalize is None else normalize
+        if convert_to not in ("numpy", "tensor", "list"):
+            raise ValueError(f"convert_to must be numpy, tensor or list, got {convert_to!r}")
+        tokens = self.tokenize(texts)
+        if any(tokens.truncated):
+            logger.info("%d of %d sentences truncated to %d tokens", sum(tokens.truncated), len(texts),
+                        tokens.max_length)
+        order = np.argsort([-len(ids) for ids in tokens.input_ids], kind="stable")
+        was_training = self.training
+        self.eval()
+        device = self.device
+        out = torch.empty((len(texts), self.hidden_size), dtype=torch.float32)
+        show = len(texts) > 256 if show_progress_bar is None else show_progress_bar
+        for start in tqdm(range(0, len(texts), batch_size), desc="encode", disable=not show):
+            rows = order[start:start + batch_size]
+            input_ids, mask = pad_batch([tokens.input_ids[i] for i in rows], self.tokenizer.pad_token_id)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                emb = self(input_ids.to(device), mask.to(device))["sentence_embedding"]
+            emb = emb.float()
+            if normalize:
+                emb = F.normalize(emb, p=2, dim=-1)
+            out[torch.as_tensor(rows)] = emb.cpu()
+        self.train(was_training)
+        if single:
+            out = out[0]
+        if convert_to == "numpy":
+            return out.numpy()
+        return out if convert_to == "tensor" else out.tolist()

@@ -1,0 +1,112 @@
+"""Pre-tokenised task examples, label alignment, length-bucketed batches and the collator.
+
+Tokenisation happens here, once, before training; the model only ever sees tensors.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .data import IGNORE_INDEX, TaggedSentence, TextExample, to_coarse
+from .encoder import pad_batch, tokenize_texts
+
+
+@dataclass
+class TaskFeatures:
+    """One task's examples as sub-token ids.
+
+    ``labels`` holds one int per example (classification) or one list per example aligned to its
+    sub-tokens (NER, ``IGNORE_INDEX`` where no word label applies). ``word_ids`` maps each
+    sub-token back to its word (None for special tokens), so predictions return to words.
+    """
+
+    task: str
+    input_ids: list[list[int]]
+    labels: list
+    word_ids: list[list[int | None]] | None = None
+    truncated: int = 0
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.input_ids]
+
+
+def align_labels(word_ids: Sequence[int | None], word_labels: Sequence[int]) -> list[int]:
+    """Word labels to sub-tokens: the first piece of each word gets its label, the rest and the
+    special tokens get ``IGNORE_INDEX``.
+    """
+    aligned, previous = [], None
+    for wid in word_ids:
+        aligned.append(IGNORE_INDEX if wid is None or wid == previous else word_labels[wid])
+        previous = wid
+    return aligned
+
+
+def classification_features(tokenizer, examples: Sequence[TextExample], max_length: int) -> TaskFeatures:
+    """Tokenise AG News texts (special tokens added, truncated to ``max_length``)."""
+    tokens = tokenize_texts(tokenizer, [e.text for e in examples], max_length)
+    return TaskFeatures("cls", tokens.input_ids, [e.label for e in examples],
+                        truncated=sum(tokens.truncated))
+
+
+def ner_features(tokenizer, sentences: Sequence[TaggedSentence], labels: Sequence[str],
+                 max_length: int) -> TaskFeatures:
+    """Tokenise CoNLL sentences word by word and align their tags to sub-tokens.
+
+    Args:
+        labels: the label list (IOB2 or coarse); coarse labels are derived from the IOB2 tags.
+    """
+    coarse = "B-PER" not in labels
+    index = {label: i for i, label in enumerate(labels)}
+    enc = tokenizer([list(s.tokens) for s in sentences], is_split_into_words=True, truncation=True,
+                    max_length=max_length)
+    input_ids, aligned, word_ids, truncated = [], [], [], 0
+    for i, sentence in enumerate(sentences):
+        wids = enc.word_ids(i)
+        tags = to_coarse(sentence.tags) if coarse else sentence.tags
+        aligned.append(align_labels(wids, [index[t] for t in tags]))
+        word_ids.append(wids)
+        input_ids.append(enc["input_ids"][i])
+        kept = {w for w in wids if w is not None}
+        truncated += len(kept) < len(sentence.tokens)
+    return TaskFeatures("ner", input_ids, aligned, word_ids, truncated)
+
+
+def collate(features: TaskFeatures, rows: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """A padded batch of the given rows: ``input_ids``, ``attention_mask`` (B, T) and ``labels``
+    ((B,) for classification, (B, T) padded with ``IGNORE_INDEX`` for NER).
+    """
+    input_ids, attention_mask = pad_batch([features.input_ids[r] for r in rows], pad_id)
+    if features.task == "ner":
+        labels = torch.full(input_ids.shape, IGNORE_INDEX, dtype=torch.long)
+        for b, r in enumerate(rows):
+            labels[b, : len(features.labels[r])] = torch.tensor(features.labels[r])
+    else:
+        labels = torch.tensor([features.labels[r] for r in rows], dtype=torch.long)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def bucket_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator | None = None,
+                   pool_batches: int = 50) -> list[list[int]]:
+    """Group rows of similar length into batches so little padding is computed.
+
+    With ``rng`` (training) rows are shuffled, sorted by length within pools of ``pool_batches``
+    batches, and the batch order shuffled; without it (evaluation) rows are sorted by length.
+    """
+    lengths = np.asarray(lengths)
+    if rng is None:
+        order = np.argsort(-lengths, kind="stable")
+        return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    order = rng.permutation(len(lengths))
+    pool = batch_size * pool_batches
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = order[start:start + pool]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size].tolist() for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]

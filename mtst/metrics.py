@@ -1,0 +1,69 @@
+"""Metrics: topic accuracy / macro-F1, NER token accuracy and entity-level F1 (seqeval).
+
+NER metrics are computed at word level: one prediction per word, read at its first sub-token
+(continuation pieces, special tokens and padding carry ``IGNORE_INDEX`` and are never counted).
+"""
+
+import numpy as np
+from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
+from seqeval.metrics.sequence_labeling import get_entities
+from seqeval.scheme import IOB2
+from sklearn.metrics import confusion_matrix
+from sklearn.metrics import f1_score as sk_f1
+
+
+def classification_metrics(gold, pred, n_classes: int) -> dict:
+    """Accuracy, macro-F1 and the confusion matrix (rows: gold, columns: predicted)."""
+    gold, pred = np.asarray(gold), np.asarray(pred)
+    return {
+        "accuracy": float((gold == pred).mean()),
+        "macro_f1": float(sk_f1(gold, pred, average="macro", labels=list(range(n_classes)),
+                                zero_division=0)),
+        "confusion_matrix": confusion_matrix(gold, pred, labels=list(range(n_classes))).tolist(),
+    }
+
+
+def coarse_to_iob2(tags) -> list[str]:
+    """Prefix-less tags (``PER PER O LOC``) to IOB2: each run of one type is one entity."""
+    out = []
+    for i, tag in enumerate(tags):
+        if tag == "O":
+            out.append("O")
+        else:
+            out.append(("I-" if i and tags[i - 1] == tag else "B-") + tag)
+    return out
+
+
+def entity_spans(tags) -> list[tuple[str, int, int]]:
+    """Entities in one IOB2 (or prefix-less) tag sequence as ``(type, first, last)`` word indices."""
+    tags = list(tags)
+    if any(t != "O" and t[:2] not in ("B-", "I-") for t in tags):
+        tags = coarse_to_iob2(tags)
+    return get_entities(tags)
+
+
+def ner_metrics(gold: list[list[str]], pred: list[list[str]]) -> dict:
+    """Word-level token accuracy and seqeval entity precision / recall / F1 (micro and per type).
+
+    ``entity_*`` use seqeval's default (conlleval-compatible) mode; ``strict_*`` use its strict
+    IOB2 mode, where an entity must also open with ``B-``.
+    """
+    if len(gold) != len(pred) or any(len(g) != len(p) for g, p in zip(gold, pred)):
+        raise ValueError("gold and predicted tag sequences differ in shape")
+    if any(t != "O" and t[:2] not in ("B-", "I-") for seq in gold + pred for t in seq):
+        gold, pred = [coarse_to_iob2(s) for s in gold], [coarse_to_iob2(s) for s in pred]
+    words = sum(len(g) for g in gold)
+    correct = sum(a == b for g, p in zip(gold, pred) for a, b in zip(g, p))
+    report = classification_report(gold, pred, output_dict=True, zero_division=0)
+    per_type = {k: {"precision": v["precision"], "recall": v["recall"], "f1": v["f1-score"],
+                    "support": int(v["support"])}
+                for k, v in report.items() if not k.endswith(" avg")}
+    return {
+        "token_accuracy": correct / max(words, 1),
+        "words": words,
+        "entity_precision": precision_score(gold, pred, zero_division=0),
+        "entity_recall": recall_score(gold, pred, zero_division=0),
+        "entity_f1": f1_score(gold, pred, zero_division=0),
+        "strict_entity_f1": f1_score(gold, pred, mode="strict", scheme=IOB2, zero_division=0),
+        "per_type": per_type,
+    }

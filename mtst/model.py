@@ -1,0 +1,129 @@
+"""Task 2: ``MultiTaskSentenceTransformer``, one shared encoder with a topic head and an NER head."""
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .config import ModelConfig
+from .data import AG_NEWS_LABELS, CONLL_LABELS, ner_labels
+from .encoder import SentenceTransformer
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("cls", "ner")
+HEADS_FILE = "heads.safetensors"
+CONFIG_FILE = "mtst_config.json"
+
+
+def save_encoder(encoder: SentenceTransformer, path) -> None:
+    """Write the encoder as a sentence-transformers folder (backbone, tokenizer, modules.json,
+    pooling config), loadable by ``sentence_transformers.SentenceTransformer(path)``.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    encoder.backbone.save_pretrained(path, safe_serialization=True)
+    encoder.tokenizer.save_pretrained(path)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if encoder.normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
+                        "type": "sentence_transformers.models.Normalize"})
+        (path / "2_Normalize").mkdir(exist_ok=True)
+    (path / "modules.json").write_text(json.dumps(modules, indent=2))
+    (path / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": encoder.max_seq_length, "do_lower_case": False}, indent=2))
+    (path / "1_Pooling").mkdir(exist_ok=True)
+    pooling = {
+        "word_embedding_dimension": encoder.hidden_size,
+        "pooling_mode_cls_token": encoder.pooling == "cls",
+        "pooling_mode_mean_tokens": encoder.pooling == "mean",
+        "pooling_mode_max_tokens": encoder.pooling == "max",
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    }
+    (path / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
+
+
+class MultiTaskSentenceTransformer(nn.Module):
+    """A shared encoder feeding a sentence-classification head and a token-classification head.
+
+    The topic head reads the pooled sentence embedding ``(B, H)``; the NER head reads every token
+    state ``(B, T, H)``. Each batch may ask for one task (training alternates homogeneous batches)
+    or both (prediction).
+    """
+
+    def __init__(self, encoder: SentenceTransformer, class_labels=AG_NEWS_LABELS,
+                 ner_labels=CONLL_LABELS, head_dropout: float = 0.1):
+        super().__init__()
+        self.encoder = encoder
+        self.class_labels = tuple(class_labels)
+        self.ner_labels = tuple(ner_labels)
+        self.head_dropout = head_dropout
+        hidden = encoder.hidden_size
+        self.heads = nn.ModuleDict({
+            "cls": nn.Sequential(nn.Dropout(head_dropout), nn.Linear(hidden, len(self.class_labels))),
+            "ner": nn.Sequential(nn.Dropout(head_dropout), nn.Linear(hidden, len(self.ner_labels))),
+        })
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> "MultiTaskSentenceTransformer":
+        """A fresh model: pretrained backbone, randomly initialised heads."""
+        encoder = SentenceTransformer.from_pretrained(cfg.model_name, cfg.pooling, cfg.normalize,
+                                                      cfg.max_seq_length)
+        return cls(encoder, AG_NEWS_LABELS, ner_labels(cfg.ner_scheme), cfg.head_dropout)
+
+    @property
+    def tokenizer(self):
+        return self.encoder.tokenizer
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                tasks: tuple[str, ...] = TASKS) -> dict[str, torch.Tensor]:
+        """Encoder outputs plus the logits of each requested task.
+
+        Returns:
+            ``sentence_embedding`` (B, H), ``token_embeddings`` (B, T, H), and per task
+            ``cls`` (B, n_classes) and/or ``ner`` (B, T, n_ner_labels).
+        """
+        out = self.encoder(input_ids, attention_mask)
+        if "cls" in tasks:
+            out["cls"] = self.heads["cls"](out["sentence_embedding"])
+        if "ner" in tasks:
+            out["ner"] = self.heads["ner"](out["token_embeddings"])
+        return out
+
+    def config_dict(self) -> dict:
+        return {
+            "format_version": 1,
+            "pooling": self.encoder.pooling,
+            "normalize": self.encoder.normalize,
+            "max_seq_length": self.encoder.max_seq_length,
+            "head_dropout": self.head_dropout,
+            "class_labels": list(self.class_labels),
+            "ner_labels": list(self.ner_labels),
+        }
+
+    def save_pretrained(self, path) -> None:
+        """Encoder in sentence-transformers layout, heads in safetensors, labels in JSON."""
+        path = Path(path)
+        save_encoder(self.encoder, path)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.heads.state_dict().items()},
+                  str(path / HEADS_FILE))
+        (path / CONFIG_FILE).write_text(json.dumps(self.config_dict(), indent=2))
+
+    @classmethod
+    def from_pretrained(cls, path) -> "MultiTaskSentenceTransformer":
+        """Load a folder written by ``save_pretrained`` (no pickle anywhere)."""
+        path = Path(path)
+        if not (path / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"{path} has no {CONFIG_FILE}; not a saved MultiTaskSentenceTransformer")
+        cfg = json.loads((path / CONFIG_FILE).read_text())
+        encoder = SentenceTransformer.from_pretrained(str(path), cfg["pooling"], cfg["normalize"],
+                                                      cfg["max_seq_length"])
+        model = cls(encoder, cfg["class_labels"], cfg["ner_labels"], cfg["head_dropout"])
+        model.heads.load_state_dict(load_file(str(path / HEADS_FILE)))
+        return model

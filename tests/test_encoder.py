@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer as ST
+
+SENTENCES = [
+    "Short.",
+    "A considerably longer sentence about the World Cup final in Berlin, with many more tokens.",
+    "Zürich café naïve 🙂",
+    "Oil prices rose on Monday.",
+]
+
+
+def test_embedding_does_not_depend_on_batch(tiny_encoder):
+    alone = np.stack([tiny_encoder.encode([s]) [0] for s in SENTENCES])
+    together = tiny_encoder.encode(SENTENCES, batch_size=4)
+    assert np.abs(alone - together).max() <= 1e-6
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
+def test_padding_does_not_change_forward(tiny_encoder, pooling):
+    tiny_encoder.pooling = pooling
+    try:
+        tokens = tiny_encoder.tokenize(SENTENCES[:2])
+        short = torch.tensor([tokens.input_ids[0]])
+        padded = torch.full((1, len(tokens.input_ids[1])), tiny_encoder.tokenizer.pad_token_id)
+        padded[0, : short.shape[1]] = short
+        mask = (torch.arange(padded.shape[1]) < short.shape[1]).long()[None]
+        with torch.no_grad():
+            a = tiny_encoder(short, torch.ones_like(short))["sentence_embedding"]
+            b = tiny_encoder(padded, mask)["sentence_embedding"]
+        assert (a - b).abs().max() <= 1e-6
+    finally:
+        tiny_encoder.pooling = "mean"
+
+
+def test_encode_keeps_input_order_and_shapes(tiny_encoder):
+    emb = tiny_encoder.encode(SENTENCES, batch_size=2)
+    assert emb.shape == (4, 32) and emb.dtype == np.float32
+    rev = tiny_encoder.encode(SENTENCES[::-1], batch_size=3)
+    assert np.abs(rev[::-1] - emb).max() <= 1e-6
+    assert tiny_encoder.encode("one").shape == (32,)
+    assert isinstance(tiny_encoder.encode(["x"], convert_to="tensor"), torch.Tensor)
+    assert isinstance(tiny_encoder.encode(["x"], convert_to="list")[0], list)
+
+
+def test_normalize(tiny_encoder):
+    emb = tiny_encoder.encode(SENTENCES, normalize=True)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+
+
+def test_truncation_is_reported(tiny_encoder):
+    tokens = tiny_encoder.tokenize(["word " * 1000, "short"])
+    assert tokens.truncated == [True, False]
+    assert len(tokens.input_ids[0]) == tiny_encoder.max_seq_length
+    assert tokens.input_ids[0][-1] == tiny_encoder.tokenizer.sep_token_id
+    assert tokens.full_lengths[0] == 1002
+
+
+def test_matches_sentence_transformers_tiny(tiny_model_dir, tiny_encoder):
+    reference = ST(str(tiny_model_dir), device="cpu").encode(SENTENCES, batch_size=3,
+                                                              normalize_embeddings=True)
+    ours = tiny_encoder.encode(SENTENCES, normalize=True)
+    assert np.abs(reference - ours).max() <= 1e-6
+
+
+def test_string_instead_of_list_is_an_error(tiny_encoder):
+    with pytest.raises(TypeError, match="list of strings"):
+        tiny_encoder.tokenize("not a list")
