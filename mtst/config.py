@@ -61,3 +61,81 @@ class DataConfig:
             raise ValueError(f"ag_train_fraction must be in (0, 1], got {self.ag_train_fraction}")
         if not 0 < self.ag_val_fraction < 1:
             raise ValueError(f"ag_val_fraction must be in (0, 1), got {self.ag_val_fraction}")
+
+
+FREEZE_STRATEGIES = ("none", "backbone", "linear_probe", "cls_head", "ner_head", "gradual", "lora")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop (Tasks 3-4)."""
+
+    epochs: int = 3
+    """Passes over the data; one epoch visits every batch of both tasks once."""
+    batch_size: int = 16
+    """Examples per task batch (the reference design uses 16)."""
+    eval_batch_size: int = 64
+    """Examples per batch at evaluation."""
+    lr: float = 2e-5
+    """Peak learning rate of the encoder."""
+    head_lr: float = 1e-3
+    """Peak learning rate of the task heads (and the uncertainty weights)."""
+    layer_lr_decay: float = 1.0
+    """Layer-wise LR decay: layer i of n gets ``lr * decay ** (n - i)``; 1.0 turns it off."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (not applied to biases and LayerNorm weights)."""
+    warmup_ratio: float = 0.1
+    """Share of the steps with linear warm-up; then linear decay to zero."""
+    grad_clip: float = 1.0
+    """Max gradient norm (0 turns clipping off)."""
+    sampling: str = "both"
+    """``both`` (reference: one batch of each task per step, losses summed), ``round_robin``,
+    ``proportional`` or ``temperature``."""
+    temperature: float = 2.0
+    """T of the ``temperature`` sampling strategy."""
+    loss_weighting: str = "static"
+    """``static`` (``task_weights``) or ``uncertainty`` (learned, Kendall et al. 2018)."""
+    task_weights: tuple[float, float] = (1.0, 1.0)
+    """Static loss weights of (cls, ner)."""
+    freeze: str = "none"
+    """Task 3 strategy: ``none``, ``backbone`` (heads only), ``linear_probe`` (heads on cached
+    frozen features), ``cls_head`` / ``ner_head`` (that head frozen), ``gradual`` (top-down
+    unfreezing, one layer per epoch) or ``lora`` (adapters on the attention projections)."""
+    lora_r: int = 8
+    """LoRA rank."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator."""
+    precision: str = "auto"
+    """``auto``: bf16 autocast on GPUs that support it, fp16 + GradScaler on older GPUs, fp32 on
+    CPU; or force ``fp32``, ``bf16`` or ``fp16``."""
+    patience: int = 3
+    """Early stopping: epochs without improvement of ``monitor`` before stopping."""
+    monitor: str = "val_loss"
+    """``val_loss`` (summed, as the reference), ``cls_accuracy``, ``entity_f1`` or ``mean_score``
+    (their mean)."""
+    seed: int = 42
+    """Seeds the weights of the heads, dropout, batch order and task sampling."""
+    stop_after_steps: int | None = None
+    """Stop (saving a resumable checkpoint) after this many steps; the LR schedule is unchanged."""
+    max_steps_per_epoch: int | None = None
+    """Cap on the steps of one epoch (smoke runs); also shortens the LR schedule."""
+    log_every: int = 20
+    """Steps between history records."""
+    device: str = "auto"
+    """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
+
+    def __post_init__(self):
+        from .sampling import STRATEGIES
+
+        if self.sampling not in STRATEGIES:
+            raise ValueError(f"sampling must be one of {STRATEGIES}, got {self.sampling!r}")
+        if self.freeze not in FREEZE_STRATEGIES:
+            raise ValueError(f"freeze must be one of {FREEZE_STRATEGIES}, got {self.freeze!r}")
+        if self.loss_weighting not in ("static", "uncertainty"):
+            raise ValueError(f"loss_weighting must be static or uncertainty, got {self.loss_weighting!r}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if self.monitor not in ("val_loss", "cls_accuracy", "entity_f1", "mean_score"):
+            raise ValueError(f"unknown monitor {self.monitor!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")

@@ -252,16 +252,24 @@ def load_conll(cfg: DataConfig) -> Conll:
     return Conll(*splits, source={**source, "rows": len(splits[0])})
 
 
-def _hub_ag_news() -> tuple[list[TextExample], list[TextExample]]:
-    import datasets
+def _load_hub(name: str, **kwargs):
+    """A hub dataset, or an error that says how to use local files instead."""
+    try:
+        import datasets
 
-    ds = datasets.load_dataset("fancyzhx/ag_news")
+        return datasets.load_dataset(name, **kwargs)
+    except Exception as err:
+        raise RuntimeError(f"could not load {name!r} from the Hugging Face hub ({err.__class__.__name__}: "
+                           f"{err}); set MTST_DATA_DIR (or DataConfig.data_dir) to a local data folder "
+                           "laid out like shared/data") from err
+
+
+def _hub_ag_news() -> tuple[list[TextExample], list[TextExample]]:
+    ds = _load_hub("fancyzhx/ag_news")
     return tuple([TextExample(r["text"], r["label"]) for r in ds[s]] for s in ("train", "test"))
 
 
 def _hub_conll() -> list[list[TaggedSentence]]:
-    import datasets
-
-    ds = datasets.load_dataset("eriktks/conll2003", revision="refs/convert/parquet")
+    ds = _load_hub("eriktks/conll2003", revision="refs/convert/parquet")
     return [[TaggedSentence(tuple(r["tokens"]), tuple(CONLL_LABELS[t] for t in r["ner_tags"]))
              for r in ds[split]] for split in ("train", "validation", "test")]

@@ -26,6 +26,7 @@ class TaskFeatures:
     input_ids: list[list[int]]
     labels: list
     word_ids: list[list[int | None]] | None = None
+    word_labels: list[list[int]] | None = None  # NER gold per word, whole sentence (even if truncated)
     truncated: int = 0
 
     def __len__(self) -> int:
@@ -65,16 +66,17 @@ def ner_features(tokenizer, sentences: Sequence[TaggedSentence], labels: Sequenc
     index = {label: i for i, label in enumerate(labels)}
     enc = tokenizer([list(s.tokens) for s in sentences], is_split_into_words=True, truncation=True,
                     max_length=max_length)
-    input_ids, aligned, word_ids, truncated = [], [], [], 0
+    input_ids, aligned, word_ids, word_labels, truncated = [], [], [], [], 0
     for i, sentence in enumerate(sentences):
         wids = enc.word_ids(i)
         tags = to_coarse(sentence.tags) if coarse else sentence.tags
-        aligned.append(align_labels(wids, [index[t] for t in tags]))
+        word_labels.append([index[t] for t in tags])
+        aligned.append(align_labels(wids, word_labels[-1]))
         word_ids.append(wids)
         input_ids.append(enc["input_ids"][i])
         kept = {w for w in wids if w is not None}
         truncated += len(kept) < len(sentence.tokens)
-    return TaskFeatures("ner", input_ids, aligned, word_ids, truncated)
+    return TaskFeatures("ner", input_ids, aligned, word_ids, word_labels, truncated)
 
 
 def collate(features: TaskFeatures, rows: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:

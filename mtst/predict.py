@@ -28,7 +28,7 @@ class Predictor:
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.trained = trained
-        self._lock = threading.Lock()  # one forward at a time: torch threads are already busy
+        self._lock = threading.Lock()  # one request at a time: torch threads are already busy
 
     @classmethod
     def from_pretrained(cls, path, device="cpu") -> "Predictor":
@@ -45,12 +45,12 @@ class Predictor:
         entities are only found in the part that was read.
         """
         tok = self.model.tokenizer
-        enc = tok([t.strip() for t in texts], return_offsets_mapping=True, truncation=True,
-                  max_length=self.max_seq_length, return_overflowing_tokens=False)
-        full_lengths = [len(ids) for ids in tok([t.strip() for t in texts], truncation=False,
-                                                verbose=False)["input_ids"]]
-        input_ids, mask = pad_batch(enc["input_ids"], tok.pad_token_id)
+        stripped = [t.strip() for t in texts]
+        # The fast tokenizer's truncation setting is shared state: tokenise under the lock too.
         with self._lock, torch.inference_mode():
+            enc = tok(stripped, return_offsets_mapping=True, truncation=True, max_length=self.max_seq_length)
+            full_lengths = [len(ids) for ids in tok(stripped, truncation=False, verbose=False)["input_ids"]]
+            input_ids, mask = pad_batch(enc["input_ids"], tok.pad_token_id)
             out = self.model(input_ids.to(self.device), mask.to(self.device))
         cls_probs = F.softmax(out["cls"].float(), dim=-1).cpu()
         ner_probs = F.softmax(out["ner"].float(), dim=-1).cpu()

@@ -4,6 +4,9 @@ Tests, the ``smoke`` profile and CI use it so that everything runs offline in se
 vocabulary is a committed slice of all-mpnet-base-v2's, so the tokenisation behaves the same.
 """
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -26,5 +29,12 @@ def build_tiny_model(dest, seed: int = 0, pooling: str = "mean") -> Path:
                          num_attention_heads=4, intermediate_size=64, max_position_embeddings=514)
     torch.manual_seed(seed)
     backbone = MPNetModel(config, add_pooling_layer=False).eval()
-    save_encoder(SentenceTransformer(backbone, tokenizer, pooling, max_seq_length=384), dest)
+    # Build beside dest and rename, so processes building at once (torchrun) never see half a model.
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    save_encoder(SentenceTransformer(backbone, tokenizer, pooling, max_seq_length=384), tmp)
+    try:
+        os.rename(tmp, dest)
+    except OSError:  # another process won the race; its model is the same
+        shutil.rmtree(tmp, ignore_errors=True)
     return dest

@@ -1,0 +1,120 @@
+"""Command line: ``python -m mtst train | evaluate | predict | encode | serve | notebooks``."""
+
+import argparse
+import json
+import logging
+import sys
+
+
+def _train(args) -> None:
+    from .experiment import run_experiment
+    from .profiles import load_configs
+
+    model_cfg, data_cfg, train_cfg = load_configs(args.profile, args.config, args.set)
+    name = args.name or args.profile or "run"
+    metrics = run_experiment(model_cfg, data_cfg, train_cfg, name, args.runs_dir, args.record_dir,
+                             args.cache_dir, args.resume, args.profile)
+    if metrics:
+        print(json.dumps({k: metrics[k] for k in ("name", "wall_seconds", "best_epoch")} | {
+            "ag_news_test_accuracy": metrics["test"]["cls"]["accuracy"],
+            "conll_test_entity_f1": metrics["test"]["ner"]["entity_f1"],
+            "conll_test_token_accuracy": metrics["test"]["ner"]["token_accuracy"]}, indent=2))
+
+
+def _evaluate(args) -> None:
+    from .experiment import build_task_data
+    from .model import MultiTaskSentenceTransformer
+    from .profiles import load_configs
+    from .train import evaluate, resolve_device
+
+    _, data_cfg, train_cfg = load_configs(args.profile, args.config, args.set)
+    model = MultiTaskSentenceTransformer.from_pretrained(args.checkpoint).to(resolve_device(train_cfg.device))
+    data, _ = build_task_data(model, data_cfg)
+    split = {t: getattr(d, args.split) for t, d in data.items()}
+    print(json.dumps(evaluate(model, split, train_cfg.eval_batch_size, train_cfg.precision), indent=2))
+
+
+def _predict(args) -> None:
+    from .predict import Predictor
+
+    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    print(json.dumps(Predictor.from_pretrained(args.checkpoint).predict(texts), indent=2, ensure_ascii=False))
+
+
+def _encode(args) -> None:
+    from .encoder import SentenceTransformer
+
+    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    model = SentenceTransformer.from_pretrained(args.model, pooling=args.pooling)
+    emb = model.encode(texts, normalize=args.normalize, convert_to="list")
+    print(json.dumps({"model": args.model, "pooling": model.pooling, "normalized": args.normalize,
+                      "dim": len(emb[0]), "embeddings": emb}))
+
+
+def _serve(args) -> None:
+    from .app import run_server
+
+    run_server(args.checkpoint, args.host, args.port)
+
+
+def _notebooks(args) -> None:
+    from .notebooks import execute_all
+
+    execute_all(args.profile)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="mtst", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def config_args(p):
+        p.add_argument("--profile", choices=["smoke", "cpu", "gpu"], help="named configuration")
+        p.add_argument("--config", help="JSON file with model / data / train sections")
+        p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                       help="override one field, e.g. --set train.epochs=3 (repeatable)")
+
+    p = sub.add_parser("train", help="train and test one configuration, leaving a run record")
+    config_args(p)
+    p.add_argument("--name", help="run name (default: the profile)")
+    p.add_argument("--runs-dir", default="runs", help="checkpoints go to RUNS_DIR/NAME")
+    p.add_argument("--record-dir", help="where the record goes (default: the checkpoint folder)")
+    p.add_argument("--cache-dir", default="cache", help="tiny model and cached features")
+    p.add_argument("--resume", action="store_true", help="continue from RUNS_DIR/NAME/last.pt")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="score a saved model on a split")
+    config_args(p)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--split", choices=["val", "test"], default="test")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("predict", help="topic and entities of texts (arguments or stdin lines)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("text", nargs="*")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("encode", help="sentence embeddings as JSON (Task 1)")
+    p.add_argument("--model", default=None, help="hub id or folder (default: $MTST_MODEL or all-mpnet-base-v2)")
+    p.add_argument("--pooling", choices=["mean", "cls", "max"])
+    p.add_argument("--normalize", action="store_true")
+    p.add_argument("text", nargs="*")
+    p.set_defaults(func=_encode)
+
+    p = sub.add_parser("serve", help="the web demo")
+    p.add_argument("--checkpoint", help="trained model folder (default: base model, untrained heads)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("notebooks", help="re-execute every notebook in place")
+    p.add_argument("--profile", choices=["auto", "smoke", "cpu", "gpu"], default="auto",
+                   help="auto: gpu when CUDA is present, else cpu")
+    p.set_defaults(func=_notebooks)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,378 @@
+"""Task 4: one train step, one ``evaluate()``, ``fit()`` with AMP, early stopping and resumable checkpoints."""
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import distributed as dist
+from .checkpoint import load_state, save_model_atomic, save_state_atomic
+from .config import TrainConfig
+from .data import IGNORE_INDEX
+from .features import TaskFeatures, bucket_batches, collate
+from .freezing import add_lora, apply_freezing
+from .metrics import classification_metrics, ner_metrics
+from .model import MultiTaskSentenceTransformer
+from .sampling import TaskSampler
+
+logger = logging.getLogger(__name__)
+
+BEST, LAST = "best", "last.pt"
+
+
+@dataclass
+class TaskSplits:
+    """One task's pre-tokenised train / validation / test features."""
+
+    train: TaskFeatures
+    val: TaskFeatures
+    test: TaskFeatures
+
+
+@dataclass
+class History:
+    """What ``fit()`` returns: per-step and per-epoch records, the best epoch and its checkpoint."""
+
+    steps: list[dict] = field(default_factory=list)
+    epochs: list[dict] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_score: float | None = None
+    checkpoint: str | None = None
+    stopped_early: bool = False
+    interrupted: bool = False
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """bf16 where the GPU supports it, fp16 on older GPUs, fp32 (None) on CPU unless asked."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class BatchStream:
+    """Endless length-bucketed batches of one task. Pass ``k`` is shuffled by ``rng(seed, k)``, so
+    the stream's state is two integers; with several ranks each takes every ``world``-th batch.
+    """
+
+    def __init__(self, features: TaskFeatures, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        self.features, self.batch_size, self.seed = features, batch_size, seed
+        self.rank, self.world = rank, world
+        self.pass_index, self.position = 0, 0
+        self._batches = self._make()
+
+    def _make(self) -> list[list[int]]:
+        batches = bucket_batches(self.features.lengths, self.batch_size,
+                                 np.random.default_rng([self.seed, self.pass_index]))
+        return batches[self.rank::self.world][: len(batches) // self.world]
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def next(self) -> list[int]:
+        if self.position == len(self._batches):
+            self.pass_index, self.position = self.pass_index + 1, 0
+            self._batches = self._make()
+        self.position += 1
+        return self._batches[self.position - 1]
+
+    def state_dict(self) -> dict:
+        return {"pass_index": self.pass_index, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pass_index, self.position = state["pass_index"], state["position"]
+        self._batches = self._make()
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for either head: (B, C) vs (B,), or (B, T, L) vs (B, T) ignoring -100."""
+    return F.cross_entropy(logits.float().flatten(0, -2), labels.flatten(), ignore_index=IGNORE_INDEX)
+
+
+class LossWeights(nn.Module):
+    """Static weights, or learned uncertainty weighting (Kendall, Gal & Cipolla 2018):
+    ``sum_t exp(-s_t) * L_t + s_t / 2`` with ``s_t = log sigma_t^2`` learned.
+    """
+
+    def __init__(self, mode: str, static: tuple[float, float]):
+        super().__init__()
+        self.mode = mode
+        self.static = dict(zip(("cls", "ner"), static))
+        self.log_vars = nn.ParameterDict({t: nn.Parameter(torch.zeros(())) for t in ("cls", "ner")}) \
+            if mode == "uncertainty" else None
+
+    def term(self, task: str, loss: torch.Tensor) -> torch.Tensor:
+        """Task ``task``'s share of the total loss."""
+        if self.log_vars is None:
+            return self.static[task] * loss
+        return torch.exp(-self.log_vars[task]) * loss + self.log_vars[task] / 2
+
+
+def train_step(model: nn.Module, batches: dict[str, dict], weights: LossWeights, optimizer, scaler,
+               dtype: torch.dtype | None = None, grad_clip: float = 1.0) -> dict[str, float]:
+    """One optimisation step on one batch per task in ``batches``; returns each task's loss.
+
+    The gradient of the summed loss is the sum of per-task gradients, so each task backpropagates
+    on its own (one graph in memory at a time); under DDP the last one syncs.
+    """
+    device = next(model.parameters()).device
+    optimizer.zero_grad(set_to_none=True)
+    losses = {}
+    for i, (task, batch) in enumerate(batches.items()):
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with dist.no_sync(model, last=i == len(batches) - 1):
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                logits = model(batch["input_ids"], batch["attention_mask"], tasks=(task,))[task]
+            loss = task_loss(logits, batch["labels"])
+            scaler.scale(weights.term(task, loss)).backward()
+        losses[task] = loss.item()
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return losses
+
+
+def build_optimizer(model: MultiTaskSentenceTransformer, weights: LossWeights, cfg: TrainConfig,
+                    device: torch.device) -> torch.optim.Optimizer:
+    """AdamW: encoder at ``lr`` (optionally decayed per layer), heads and loss weights at ``head_lr``;
+    no weight decay on biases and LayerNorm weights.
+    """
+    from .freezing import layer_groups
+
+    depth_of, top = {}, 0
+    if cfg.layer_lr_decay != 1.0 and cfg.freeze != "lora":
+        groups = layer_groups(model)  # embeddings at depth 0, the top layer at depth len - 1
+        top = len(groups) - 1
+        depth_of = {id(p): depth for depth, group in enumerate(groups) for p in group}
+    param_groups: dict[tuple[float, float], list] = {}
+    for module, base_lr in ((model.encoder, cfg.lr), (model.heads, cfg.head_lr), (weights, cfg.head_lr)):
+        for name, p in module.named_parameters():
+            lr = base_lr
+            if id(p) in depth_of:
+                lr = cfg.lr * cfg.layer_lr_decay ** (top - depth_of[id(p)])
+            decay = 0.0 if p.ndim < 2 or "LayerNorm" in name or module is weights else cfg.weight_decay
+            param_groups.setdefault((lr, decay), []).append(p)
+    groups = [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in param_groups.items()]
+    return torch.optim.AdamW(groups, fused=device.type == "cuda")
+
+
+def linear_schedule(optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.no_grad()
+def evaluate(model: MultiTaskSentenceTransformer, data: dict[str, TaskFeatures], batch_size: int = 64,
+             precision: str = "auto") -> dict:
+    """Loss and metrics of each task on ``data`` (validation or test), shards gathered across ranks.
+
+    NER is scored per word at its first sub-token (the reference's token accuracy counts exactly
+    these positions); words cut off by truncation count as predicted ``O``.
+    """
+    device = next(model.parameters()).device
+    dtype = autocast_dtype(device, precision)
+    was_training = model.training
+    model.eval()
+    pad_id = model.tokenizer.pad_token_id
+    results: dict = {}
+    for task, features in data.items():
+        batches = bucket_batches(features.lengths, batch_size)[dist.rank()::dist.world_size()]
+        loss_sum, count, preds = 0.0, 0, {}
+        for rows in tqdm(batches, desc=f"eval {task}", leave=False, disable=not dist.is_main()):
+            batch = {k: v.to(device) for k, v in collate(features, rows, pad_id).items()}
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                logits = model(batch["input_ids"], batch["attention_mask"], tasks=(task,))[task]
+            n = len(rows) if task == "cls" else int((batch["labels"] != IGNORE_INDEX).sum())
+            loss_sum += task_loss(logits, batch["labels"]).item() * n
+            count += n
+            best = logits.argmax(-1).cpu()
+            for b, r in enumerate(rows):
+                if task == "cls":
+                    preds[r] = int(best[b])
+                else:
+                    keep = batch["labels"][b].cpu() != IGNORE_INDEX
+                    preds[r] = best[b][keep].tolist()
+        loss_sum, count, preds = dist.gather_eval(loss_sum, count, preds)
+        results[task] = score_task(model, features, preds, loss_sum / max(count, 1))
+    results["loss"] = sum(results[t]["loss"] for t in data)
+    model.train(was_training)
+    return results
+
+
+def score_task(model: MultiTaskSentenceTransformer, features: TaskFeatures, preds: dict, loss: float) -> dict:
+    """Metrics of one task from per-row predictions (a class id, or one label id per word read)."""
+    order = sorted(preds)
+    result = {"loss": loss, "n": len(order)}
+    if features.task == "cls":
+        result.update(classification_metrics([features.labels[r] for r in order], [preds[r] for r in order],
+                                             len(model.class_labels)))
+    else:
+        labels = model.ner_labels
+        gold = [[labels[i] for i in features.word_labels[r]] for r in order]
+        pred = [[labels[i] for i in preds[r]] + ["O"] * (len(g) - len(preds[r])) for g, r in zip(gold, order)]
+        result.update(ner_metrics(gold, pred))
+    return result
+
+
+def monitor_score(metrics: dict, monitor: str) -> float:
+    """Higher is better."""
+    if monitor == "val_loss":
+        return -metrics["loss"]
+    if monitor == "cls_accuracy":
+        return metrics["cls"]["accuracy"]
+    if monitor == "entity_f1":
+        return metrics["ner"]["entity_f1"]
+    return (metrics["cls"]["accuracy"] + metrics["ner"]["entity_f1"]) / 2
+
+
+def fit(model: MultiTaskSentenceTransformer, data: dict[str, TaskSplits], cfg: TrainConfig, run_dir,
+        resume: bool = False, recorder=None) -> History:
+    """Train both tasks together; keep the best checkpoint by ``cfg.monitor``; stop early.
+
+    Args:
+        model: the model; it is moved to the configured device.
+        data: ``{"cls": TaskSplits, "ner": TaskSplits}``.
+        cfg: the training configuration.
+        run_dir: where ``best/`` (the best model) and ``last.pt`` (the resumable state) go.
+        resume: continue from ``run_dir/last.pt``; the result equals an uninterrupted run.
+        recorder: optional ``RunRecorder`` receiving every history record.
+
+    Returns:
+        The ``History``; the model holds the last weights (load ``best/`` for the best).
+    """
+    run_dir = Path(run_dir)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)  # heads were built before; re-seeding keeps dropout reproducible
+    if cfg.freeze == "lora":
+        add_lora(model, cfg.lora_r, cfg.lora_alpha)
+    model.to(device).train()
+    weights = LossWeights(cfg.loss_weighting, cfg.task_weights).to(device)
+    ddp_model = dist.wrap(model, device)
+    dtype = autocast_dtype(device, cfg.precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+    streams = {t: BatchStream(d.train, cfg.batch_size, cfg.seed + i, dist.rank(), dist.world_size())
+               for i, (t, d) in enumerate(data.items())}
+    sampler = TaskSampler({t: len(d.train) for t, d in data.items()}, cfg.sampling, cfg.temperature, cfg.seed)
+    steps_per_epoch = (max(len(s) for s in streams.values()) if cfg.sampling == "both"
+                       else sum(len(s) for s in streams.values()))
+    if cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    total = steps_per_epoch * cfg.epochs
+    optimizer = build_optimizer(model, weights, cfg, device)
+    scheduler = linear_schedule(optimizer, math.ceil(cfg.warmup_ratio * total), total)
+
+    history, step, bad_epochs, start_epoch = History(), 0, 0, 0
+    if resume:
+        state = load_state(run_dir / LAST)
+        model.load_state_dict(state["model"])
+        weights.load_state_dict(state["weights"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        sampler.load_state_dict(state["sampler"])
+        for t, s in streams.items():
+            s.load_state_dict(state["streams"][t])
+        torch.set_rng_state(state["torch_rng"])
+        step, bad_epochs, start_epoch = state["step"], state["bad_epochs"], state["epoch"]
+        history.steps, history.epochs = state["history_steps"], state["history_epochs"]
+        history.best_epoch, history.best_score = state["best_epoch"], state["best_score"]
+        logger.info("resumed from %s at step %d", run_dir / LAST, step)
+
+    def save_last(epoch: int) -> None:
+        if dist.is_main():
+            save_state_atomic({
+                "model": model.state_dict(), "weights": weights.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "sampler": sampler.state_dict(),
+                "streams": {t: s.state_dict() for t, s in streams.items()},
+                "torch_rng": torch.get_rng_state(), "step": step, "epoch": epoch, "bad_epochs": bad_epochs,
+                "history_steps": history.steps, "history_epochs": history.epochs,
+                "best_epoch": history.best_epoch, "best_score": history.best_score,
+            }, run_dir / LAST)
+
+    pad_id = model.tokenizer.pad_token_id
+    for epoch in range(start_epoch, cfg.epochs):
+        apply_freezing(model, cfg.freeze, epoch)
+        epoch_start, seen = time.perf_counter(), {t: 0 for t in data}
+        running = {t: [] for t in data}
+        bar = tqdm(total=steps_per_epoch, initial=step - epoch * steps_per_epoch, desc=f"epoch {epoch + 1}",
+                   disable=not dist.is_main())
+        while step < (epoch + 1) * steps_per_epoch:
+            if cfg.stop_after_steps is not None and step >= cfg.stop_after_steps:
+                save_last(epoch)
+                history.interrupted = True
+                bar.close()
+                return history
+            tasks = sampler.next()
+            rows = {task: streams[task].next() for task in tasks}
+            batches = {task: collate(data[task].train, rows[task], pad_id) for task in tasks}
+            losses = train_step(ddp_model, batches, weights, optimizer, scaler, dtype, cfg.grad_clip)
+            scheduler.step()
+            step += 1
+            for task in tasks:
+                seen[task] += len(rows[task])
+            for t, v in losses.items():
+                running[t].append(v)
+            bar.update()
+            if step % cfg.log_every == 0:
+                record = {"step": step, "epoch": epoch + 1, "lr": scheduler.get_last_lr()[0],
+                          **{f"train_{t}_loss": float(np.mean(v)) for t, v in running.items() if v}}
+                history.steps.append(record)
+                if recorder:
+                    recorder.log_step(record)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k.endswith("loss")})
+                running = {t: [] for t in data}
+        bar.close()
+
+        val = evaluate(model, {t: d.val for t, d in data.items()}, cfg.eval_batch_size, cfg.precision)
+        score = monitor_score(val, cfg.monitor)
+        improved = history.best_score is None or score > history.best_score
+        record = {"epoch": epoch + 1, "step": step, "seconds": time.perf_counter() - epoch_start,
+                  "train_examples": seen, "world_size": dist.world_size(), "val_loss": val["loss"],
+                  **{f"val_{t}_loss": val[t]["loss"] for t in data},
+                  "val_cls_accuracy": val["cls"].get("accuracy"), "val_cls_macro_f1": val["cls"].get("macro_f1"),
+                  "val_entity_f1": val["ner"].get("entity_f1"), "val_token_accuracy": val["ner"].get("token_accuracy"),
+                  "monitor": cfg.monitor, "score": score, "improved": improved}
+        if weights.log_vars is not None:
+            record["log_vars"] = {t: v.item() for t, v in weights.log_vars.items()}
+        history.epochs.append(record)
+        if recorder:
+            recorder.log_epoch(record)
+        logger.info("epoch %d: val loss %.4f, cls acc %.4f, entity F1 %.4f%s", epoch + 1, val["loss"],
+                    record["val_cls_accuracy"], record["val_entity_f1"], " (best)" if improved else "")
+        if improved:
+            history.best_epoch, history.best_score, bad_epochs = epoch + 1, score, 0
+            if dist.is_main():
+                save_model_atomic(model, run_dir / BEST)
+        else:
+            bad_epochs += 1
+        save_last(epoch + 1)
+        dist.barrier()
+        if bad_epochs >= cfg.patience:
+            history.stopped_early = True
+            logger.info("early stop: %d epochs without improvement", bad_epochs)
+            break
+    history.checkpoint = str(run_dir / BEST)
+    return history
