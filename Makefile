@@ -4,7 +4,7 @@ export MTST_DATA_DIR ?= $(abspath ../shared/data)
 export PYTHONUNBUFFERED := 1
 PROFILE ?= auto
 
-.PHONY: setup model run test lint clean
+.PHONY: setup model run test lint demo clean
 
 setup: .venv/.installed
 
@@ -25,6 +25,10 @@ run: model
 test: model
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# The web demo on the shipped artifact (heads on top of the verified base model).
+demo: model
+	$(PY) -m mtst serve --checkpoint results/runs/cpu-linear-probe/artifact
 
 lint: setup
 	$(PY) -m ruff check .

@@ -1,4 +1,4 @@
-"""Command line: ``python -m mtst train | evaluate | predict | encode | serve | notebooks``."""
+"""Command line: ``python -m mtst train | evaluate | predict | encode | serve | notebooks | report``."""
 
 import argparse
 import json
@@ -63,6 +63,13 @@ def _notebooks(args) -> None:
     execute_all(args.profile)
 
 
+def _report(args) -> None:
+    from .report import write_report
+
+    summary = write_report(args.root)
+    print(json.dumps({"headline": summary["headline"], "runs": sorted(summary["runs"])}, indent=2))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="mtst", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +117,10 @@ def main(argv=None) -> None:
     p.add_argument("--profile", choices=["auto", "smoke", "cpu", "gpu"], default="auto",
                    help="auto: gpu when CUDA is present, else cpu")
     p.set_defaults(func=_notebooks)
+
+    p = sub.add_parser("report", help="results/summary.json, writeup.md tables and loss_plot.png from the records")
+    p.add_argument("--root", default=".", help="the project folder")
+    p.set_defaults(func=_report)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -27,6 +27,9 @@ class ModelConfig:
     """``iob2``: the 9 CoNLL labels (needed for entity F1); ``coarse``: O/PER/ORG/LOC/MISC."""
     head_dropout: float = 0.1
     """Dropout before each task head."""
+    attention: str = "sdpa"
+    """MPNet attention: ``sdpa`` (fused ``scaled_dot_product_attention``, bias and padding mask built
+    once per forward; ``mtst.attention``) or ``eager`` (the stock Hugging Face code); same result."""
 
     def __post_init__(self):
         if self.pooling not in ("mean", "cls", "max"):
@@ -35,6 +38,8 @@ class ModelConfig:
             raise ValueError(f"ner_scheme must be iob2 or coarse, got {self.ner_scheme!r}")
         if self.max_seq_length < 2:
             raise ValueError(f"max_seq_length must be >= 2, got {self.max_seq_length}")
+        if self.attention not in ("sdpa", "eager"):
+            raise ValueError(f"attention must be sdpa or eager, got {self.attention!r}")
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,11 @@ class DataConfig:
     """Fraction of the 120,000-row official train split to sample (None: every row available)."""
     ag_val_fraction: float = 0.2
     """Share of the sample held out for validation (stratified)."""
+    conll_train_fraction: float | None = None
+    """Seeded sample of the CoNLL train sentences (None: all 14,041); for budgeted comparisons."""
+    eval_limit: int | None = None
+    """Seeded sample of at most this many validation and test rows per task (None: all). Only
+    for budgeted comparisons: official test scores use every row."""
     seed: int = 42
     """Seed of the stratified sample and split."""
     max_length: int = 128
@@ -59,6 +69,10 @@ class DataConfig:
             raise ValueError(f"source must be auto, local or hub, got {self.source!r}")
         if self.ag_train_fraction is not None and not 0 < self.ag_train_fraction <= 1:
             raise ValueError(f"ag_train_fraction must be in (0, 1], got {self.ag_train_fraction}")
+        if self.conll_train_fraction is not None and not 0 < self.conll_train_fraction <= 1:
+            raise ValueError(f"conll_train_fraction must be in (0, 1], got {self.conll_train_fraction}")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise ValueError(f"eval_limit must be >= 1, got {self.eval_limit}")
         if not 0 < self.ag_val_fraction < 1:
             raise ValueError(f"ag_val_fraction must be in (0, 1), got {self.ag_val_fraction}")
 

@@ -235,6 +235,7 @@ def load_ag_news(cfg: DataConfig) -> AgNews:
         pool, test = _hub_ag_news()
         source = {"file": "hub:fancyzhx/ag_news", "rows": len(pool)}
     train, val = sample_ag_news(pool, cfg.ag_train_fraction, cfg.ag_val_fraction, cfg.seed)
+    val, test = subsample(val, cfg.eval_limit, cfg.seed), subsample(test, cfg.eval_limit, cfg.seed)
     logger.info("AG News: %d train / %d val (from %s, %d rows) / %d test", len(train), len(val),
                 source["file"], source["rows"], len(test))
     return AgNews(train, val, test, source)
@@ -249,7 +250,21 @@ def load_conll(cfg: DataConfig) -> Conll:
     else:
         splits = _hub_conll()
         source = {"file": "hub:eriktks/conll2003"}
-    return Conll(*splits, source={**source, "rows": len(splits[0])})
+    rows = len(splits[0])
+    train = splits[0] if cfg.conll_train_fraction is None else \
+        subsample(splits[0], round(cfg.conll_train_fraction * rows), cfg.seed)
+    val, test = (subsample(s, cfg.eval_limit, cfg.seed) for s in splits[1:])
+    return Conll(train, val, test, source={**source, "rows": rows})
+
+
+def subsample(items: list, n: int | None, seed: int) -> list:
+    """A seeded random subset of ``n`` items in their original order (all items when ``n`` is None)."""
+    if n is None or n >= len(items):
+        return items
+    import numpy as np
+
+    keep = np.sort(np.random.default_rng(seed).choice(len(items), size=n, replace=False))
+    return [items[i] for i in keep]
 
 
 def _load_hub(name: str, **kwargs):

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from . import distributed as dist
+from .assets import sha256_file
 from .config import DataConfig, ModelConfig, TrainConfig
 from .data import load_ag_news, load_conll
 from .features import classification_features, ner_features
@@ -28,6 +29,16 @@ def build_model(cfg: ModelConfig, seed: int, cache_dir="cache") -> MultiTaskSent
         cfg = dataclasses.replace(cfg, model_name=str(build_tiny_model(Path(cache_dir) / "tiny-mpnet")))
     torch.manual_seed(seed)
     return MultiTaskSentenceTransformer.from_config(cfg)
+
+
+def _save_artifact(model: MultiTaskSentenceTransformer, cfg: ModelConfig, folder: Path) -> None:
+    """The encoder stayed frozen, so the heads alone (a few KB) plus the base model reproduce the
+    model; the base model's weights checksum travels with them.
+    """
+    source = Path(model.encoder.backbone.config.name_or_path)
+    sha = sha256_file(source / "model.safetensors") if source.is_dir() else None
+    base = cfg.model_name if cfg.model_name != TINY_MODEL else str(source)
+    model.save_heads(folder, base_model=base, base_sha256=sha)
 
 
 def build_task_data(model: MultiTaskSentenceTransformer, data_cfg: DataConfig) -> tuple[dict[str, TaskSplits], dict]:
@@ -86,14 +97,22 @@ def run_experiment(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: Trai
     if not dist.is_main():
         return {}
     best_val = next(e for e in history.epochs if e["epoch"] == history.best_epoch)
+    wall = time.perf_counter() - start
     metrics = {
         "name": name, "profile": profile, "device": str(device),
         "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else environment()["cpu"],
-        "wall_seconds": time.perf_counter() - start, "epochs_run": len(history.epochs),
+        "wall_seconds": wall, "cold_wall_seconds": wall + (history.encode_seconds if history.features_cached else 0),
+        "epochs_run": len(history.epochs),
         "best_epoch": history.best_epoch, "stopped_early": history.stopped_early,
         "freeze": train_cfg.freeze, **data_record,
+        # A probe reading cached features skips the encoder: its cold wall time adds the encoding
+        # time measured when the cache was built.
+        "features_cached": history.features_cached, "encode_seconds": history.encode_seconds,
         "val": best_val, "test": {"cls": test["cls"], "ner": test["ner"]},
     }
+    if train_cfg.freeze in ("linear_probe", "backbone"):
+        _save_artifact(model, model_cfg, record_dir / "artifact")
+        metrics["artifact"] = str(record_dir / "artifact")
     recorder.write_json("metrics.json", metrics)
     plot_losses(history.steps, history.epochs, record_dir / "loss_plot.png", title=name)
     plot_confusion(test["cls"]["confusion_matrix"], model.class_labels, record_dir / "confusion_matrix.png")

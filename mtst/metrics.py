@@ -55,15 +55,15 @@ def ner_metrics(gold: list[list[str]], pred: list[list[str]]) -> dict:
     words = sum(len(g) for g in gold)
     correct = sum(a == b for g, p in zip(gold, pred) for a, b in zip(g, p))
     report = classification_report(gold, pred, output_dict=True, zero_division=0)
-    per_type = {k: {"precision": v["precision"], "recall": v["recall"], "f1": v["f1-score"],
+    per_type = {k: {"precision": float(v["precision"]), "recall": float(v["recall"]), "f1": float(v["f1-score"]),
                     "support": int(v["support"])}
                 for k, v in report.items() if not k.endswith(" avg")}
     return {
         "token_accuracy": correct / max(words, 1),
         "words": words,
-        "entity_precision": precision_score(gold, pred, zero_division=0),
-        "entity_recall": recall_score(gold, pred, zero_division=0),
-        "entity_f1": f1_score(gold, pred, zero_division=0),
-        "strict_entity_f1": f1_score(gold, pred, mode="strict", scheme=IOB2, zero_division=0),
+        "entity_precision": float(precision_score(gold, pred, zero_division=0)),
+        "entity_recall": float(recall_score(gold, pred, zero_division=0)),
+        "entity_f1": float(f1_score(gold, pred, zero_division=0)),
+        "strict_entity_f1": float(f1_score(gold, pred, mode="strict", scheme=IOB2, zero_division=0)),
         "per_type": per_type,
     }

@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .assets import HUB_MODEL_ID, MODEL_SHA256, is_verified, resolve_model, verify_sha256
 from .config import ModelConfig
 from .data import AG_NEWS_LABELS, CONLL_LABELS, ner_labels
 from .encoder import SentenceTransformer
@@ -74,7 +75,7 @@ class MultiTaskSentenceTransformer(nn.Module):
     def from_config(cls, cfg: ModelConfig) -> "MultiTaskSentenceTransformer":
         """A fresh model: pretrained backbone, randomly initialised heads."""
         encoder = SentenceTransformer.from_pretrained(cfg.model_name, cfg.pooling, cfg.normalize,
-                                                      cfg.max_seq_length)
+                                                      cfg.max_seq_length, attention=cfg.attention)
         return cls(encoder, AG_NEWS_LABELS, ner_labels(cfg.ner_scheme), cfg.head_dropout)
 
     @property
@@ -115,14 +116,31 @@ class MultiTaskSentenceTransformer(nn.Module):
                   str(path / HEADS_FILE))
         (path / CONFIG_FILE).write_text(json.dumps(self.config_dict(), indent=2))
 
+    def save_heads(self, path, base_model: str = HUB_MODEL_ID, base_sha256: str | None = MODEL_SHA256) -> None:
+        """A small artifact for a model whose encoder is the unchanged base model: the heads and
+        labels only, with the base model's id and weights checksum (loaded by ``from_pretrained``).
+        """
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.heads.state_dict().items()},
+                  str(path / HEADS_FILE))
+        config = {**self.config_dict(), "base_model": base_model, "base_model_sha256": base_sha256}
+        (path / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+
     @classmethod
     def from_pretrained(cls, path) -> "MultiTaskSentenceTransformer":
-        """Load a folder written by ``save_pretrained`` (no pickle anywhere)."""
+        """Load a folder written by ``save_pretrained`` or ``save_heads`` (no pickle anywhere)."""
         path = Path(path)
         if not (path / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"{path} has no {CONFIG_FILE}; not a saved MultiTaskSentenceTransformer")
         cfg = json.loads((path / CONFIG_FILE).read_text())
-        encoder = SentenceTransformer.from_pretrained(str(path), cfg["pooling"], cfg["normalize"],
+        source = str(path)
+        if "base_model" in cfg:  # heads-only artifact on top of the base encoder
+            source = resolve_model(cfg["base_model"])
+            sha = cfg.get("base_model_sha256")
+            if sha and Path(source).is_dir() and not (sha == MODEL_SHA256 and is_verified(Path(source))):
+                verify_sha256(Path(source) / "model.safetensors", sha)
+        encoder = SentenceTransformer.from_pretrained(source, cfg["pooling"], cfg["normalize"],
                                                       cfg["max_seq_length"])
         model = cls(encoder, cfg["class_labels"], cfg["ner_labels"], cfg["head_dropout"])
         model.heads.load_state_dict(load_file(str(path / HEADS_FILE)))

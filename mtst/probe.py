@@ -8,10 +8,12 @@ word's first sub-token (the only positions with a label), so only those are cach
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -40,18 +42,22 @@ def _cache_key(model: MultiTaskSentenceTransformer, features: TaskFeatures, prec
 def encoder_features(model: MultiTaskSentenceTransformer, features: TaskFeatures, batch_size: int = 64,
                      precision: str = "auto", cache_dir=None) -> dict[str, torch.Tensor]:
     """Frozen-encoder features of one split: ``x`` (N, H) and ``y`` (N,); for NER one row per word
-    read, with ``row`` giving its sentence. Cached in ``cache_dir`` when given.
+    read, with ``row`` giving its sentence. Cached in ``cache_dir`` when given; ``seconds`` is the
+    time the encoding took (when it ran, even if this call read the cache) and ``cached`` says which.
     """
     path = Path(cache_dir) / f"{features.task}-{_cache_key(model, features, precision)}.safetensors" \
         if cache_dir else None
     if path is not None and path.is_file():
         logger.info("features from cache %s", path)
-        return load_file(str(path))
+        with safe_open(str(path), "pt") as f:
+            seconds = float(f.metadata()["seconds"])
+        return {**load_file(str(path)), "seconds": seconds, "cached": True}
+    start = time.perf_counter()
     device = next(model.parameters()).device
     dtype = autocast_dtype(device, precision)
     model.eval()
     xs, ys, rows_out = [], [], []
-    for rows in tqdm(bucket_batches(features.lengths, batch_size), desc=f"encode {features.task}"):
+    for rows in tqdm(bucket_batches(features.lengths, batch_size), desc=f"encode {features.task}", disable=None):
         batch = collate(features, rows, model.tokenizer.pad_token_id)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             out = model.encoder(batch["input_ids"].to(device), batch["attention_mask"].to(device))
@@ -68,10 +74,11 @@ def encoder_features(model: MultiTaskSentenceTransformer, features: TaskFeatures
     # Restore row order (batches were sorted by length); the order of words within a row is kept.
     order = torch.sort(result["row"], stable=True).indices
     result = {k: v[order].contiguous() for k, v in result.items()}
+    seconds = time.perf_counter() - start
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(result, str(path))
-    return result
+        save_file(result, str(path), metadata={"seconds": f"{seconds:.3f}"})
+    return {**result, "seconds": seconds, "cached": False}
 
 
 def _evaluate_cached(model, features: TaskFeatures, cached: dict) -> dict:
@@ -95,17 +102,22 @@ def fit_probe(model: MultiTaskSentenceTransformer, data: dict[str, TaskSplits], 
     """Train the heads on cached frozen features; keep the best heads by ``cfg.monitor``.
 
     Returns:
-        The history, and the cached test features (for ``evaluate_probe``).
+        The history, and the test metrics; ``history.encode_seconds`` is the time the encoder took
+        over all splits (measured when the features were computed) and ``history.features_cached``
+        whether this run read them from the cache.
     """
     device = resolve_device(cfg.device)
     model.to(device)
     model.encoder.requires_grad_(False)
     cached = {t: {split: encoder_features(model, getattr(d, split), cfg.eval_batch_size, cfg.precision, cache_dir)
                   for split in ("train", "val", "test")} for t, d in data.items()}
+    history = History()
+    history.encode_seconds = sum(c[s]["seconds"] for c in cached.values() for s in c)
+    history.features_cached = all(c[s]["cached"] for c in cached.values() for s in c)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     optimizer = torch.optim.AdamW(model.heads.parameters(), lr=cfg.head_lr, weight_decay=cfg.weight_decay)
-    history, best_state, bad = History(), None, 0
+    best_state, bad = None, 0
     n_batches = {t: -(-len(c["train"]["y"]) // cfg.batch_size) for t, c in cached.items()}
     for epoch in range(cfg.epochs):
         model.heads.train()

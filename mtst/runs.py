@@ -45,6 +45,8 @@ def environment(device: torch.device | str | None = None) -> dict:
 def _jsonable(obj):
     if dataclasses.is_dataclass(obj):
         return dataclasses.asdict(obj)
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
     raise TypeError(f"not JSON serialisable: {type(obj)}")
 
 

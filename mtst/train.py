@@ -17,7 +17,7 @@ from .checkpoint import load_state, save_model_atomic, save_state_atomic
 from .config import TrainConfig
 from .data import IGNORE_INDEX
 from .features import TaskFeatures, bucket_batches, collate
-from .freezing import add_lora, apply_freezing
+from .freezing import add_lora, apply_freezing, layer_groups
 from .metrics import classification_metrics, ner_metrics
 from .model import MultiTaskSentenceTransformer
 from .sampling import TaskSampler
@@ -47,6 +47,8 @@ class History:
     checkpoint: str | None = None
     stopped_early: bool = False
     interrupted: bool = False
+    encode_seconds: float | None = None  # linear probe: encoder time over all splits
+    features_cached: bool | None = None  # linear probe: features read from the cache
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -154,8 +156,6 @@ def build_optimizer(model: MultiTaskSentenceTransformer, weights: LossWeights, c
     """AdamW: encoder at ``lr`` (optionally decayed per layer), heads and loss weights at ``head_lr``;
     no weight decay on biases and LayerNorm weights.
     """
-    from .freezing import layer_groups
-
     depth_of, top = {}, 0
     if cfg.layer_lr_decay != 1.0 and cfg.freeze != "lora":
         groups = layer_groups(model)  # embeddings at depth 0, the top layer at depth len - 1
@@ -199,7 +199,8 @@ def evaluate(model: MultiTaskSentenceTransformer, data: dict[str, TaskFeatures],
     for task, features in data.items():
         batches = bucket_batches(features.lengths, batch_size)[dist.rank()::dist.world_size()]
         loss_sum, count, preds = 0.0, 0, {}
-        for rows in tqdm(batches, desc=f"eval {task}", leave=False, disable=not dist.is_main()):
+        for rows in tqdm(batches, desc=f"eval {task}", leave=False,
+                         disable=None if dist.is_main() else True):  # None: off when not a terminal
             batch = {k: v.to(device) for k, v in collate(features, rows, pad_id).items()}
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 logits = model(batch["input_ids"], batch["attention_mask"], tasks=(task,))[task]
@@ -238,12 +239,12 @@ def score_task(model: MultiTaskSentenceTransformer, features: TaskFeatures, pred
 def monitor_score(metrics: dict, monitor: str) -> float:
     """Higher is better."""
     if monitor == "val_loss":
-        return -metrics["loss"]
+        return -float(metrics["loss"])
     if monitor == "cls_accuracy":
-        return metrics["cls"]["accuracy"]
+        return float(metrics["cls"]["accuracy"])
     if monitor == "entity_f1":
-        return metrics["ner"]["entity_f1"]
-    return (metrics["cls"]["accuracy"] + metrics["ner"]["entity_f1"]) / 2
+        return float(metrics["ner"]["entity_f1"])
+    return float(metrics["cls"]["accuracy"] + metrics["ner"]["entity_f1"]) / 2
 
 
 def fit(model: MultiTaskSentenceTransformer, data: dict[str, TaskSplits], cfg: TrainConfig, run_dir,
@@ -318,7 +319,7 @@ def fit(model: MultiTaskSentenceTransformer, data: dict[str, TaskSplits], cfg: T
         epoch_start, seen = time.perf_counter(), {t: 0 for t in data}
         running = {t: [] for t in data}
         bar = tqdm(total=steps_per_epoch, initial=step - epoch * steps_per_epoch, desc=f"epoch {epoch + 1}",
-                   disable=not dist.is_main())
+                   disable=None if dist.is_main() else True)
         while step < (epoch + 1) * steps_per_epoch:
             if cfg.stop_after_steps is not None and step >= cfg.stop_after_steps:
                 save_last(epoch)

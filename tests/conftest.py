@@ -38,3 +38,16 @@ def real_data_dir() -> Path:
     if not folder or not (Path(folder) / "conll2003" / "train.txt").is_file():
         pytest.skip("real data not found: set MTST_DATA_DIR to a folder laid out like shared/data")
     return Path(folder)
+
+
+@pytest.fixture(scope="module")
+def base_url(tiny_model_dir):
+    """The demo app (tiny model, untrained heads) served live on loopback."""
+    from mtst import ModelConfig, MultiTaskSentenceTransformer
+    from mtst.app import create_app, serve_in_background
+    from mtst.predict import Predictor
+
+    model = MultiTaskSentenceTransformer.from_config(ModelConfig(model_name=str(tiny_model_dir)))
+    server = serve_in_background(create_app(Predictor(model, trained=False)))
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()

@@ -4,12 +4,6 @@ import os
 
 import pytest
 
-from mtst.app import create_app, serve_in_background
-from mtst.config import ModelConfig
-from mtst.model import MultiTaskSentenceTransformer
-from mtst.predict import Predictor
-from mtst.tiny import build_tiny_model
-
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -20,15 +14,6 @@ pytestmark = [
     pytest.mark.skipif(not os.path.exists(CHROMIUM),
                        reason=f"{CHROMIUM} missing: install Debian's chromium (.ci/install-browser.sh)"),
 ]
-
-
-@pytest.fixture(scope="module")
-def base_url(tmp_path_factory):
-    folder = build_tiny_model(tmp_path_factory.mktemp("tiny"))
-    model = MultiTaskSentenceTransformer.from_config(ModelConfig(model_name=str(folder)))
-    server = serve_in_background(create_app(Predictor(model, trained=False)))
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from mtst.app import create_app, serve_in_background
-from mtst.config import ModelConfig
-from mtst.model import MultiTaskSentenceTransformer
-from mtst.predict import Predictor
-from mtst.tiny import build_tiny_model
-
 REQUESTS = 200
 CONCURRENCY = 8
 SENTENCES = [
@@ -28,15 +22,6 @@ SENTENCES = [
     "NASA says the Mars rover found new evidence of ancient water.",
     "Zoë met 🤖 Müller in Zürich.",
 ]
-
-
-@pytest.fixture(scope="module")
-def base_url(tmp_path_factory):
-    folder = build_tiny_model(tmp_path_factory.mktemp("tiny"))
-    model = MultiTaskSentenceTransformer.from_config(ModelConfig(model_name=str(folder)))
-    server = serve_in_background(create_app(Predictor(model, trained=False)))
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
 
 
 def timed_post(url: str, body: dict) -> tuple[float, int, str]:

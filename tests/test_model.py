@@ -49,3 +49,28 @@ def test_saved_encoder_loads_in_sentence_transformers(tiny_model_dir, tmp_path):
     texts = ["Acme Corp opened in London .", "Rain"]
     reference = ST(str(tmp_path / "saved"), device="cpu").encode(texts)
     assert np.abs(reference - model.encoder.encode(texts)).max() <= 1e-6
+
+
+def test_heads_only_artifact_loads_on_top_of_its_base(tiny_model_dir, tmp_path):
+    from mtst.assets import sha256_file
+
+    model = MultiTaskSentenceTransformer.from_config(ModelConfig(model_name=str(tiny_model_dir))).eval()
+    torch.nn.init.normal_(model.heads["ner"][-1].weight)
+    model.save_heads(tmp_path / "art", base_model=str(tiny_model_dir),
+                     base_sha256=sha256_file(tiny_model_dir / "model.safetensors"))
+    assert not (tmp_path / "art" / "model.safetensors").exists()
+    loaded = MultiTaskSentenceTransformer.from_pretrained(tmp_path / "art").eval()
+    ids, mask = _batch(model, ["Acme Corp opened in London ."])
+    with torch.no_grad():
+        assert torch.equal(model(ids, mask)["ner"], loaded(ids, mask)["ner"])
+
+
+def test_heads_only_artifact_refuses_a_different_base(tiny_model_dir, tmp_path):
+    import pytest
+
+    from mtst.assets import AssetError
+
+    model = MultiTaskSentenceTransformer.from_config(ModelConfig(model_name=str(tiny_model_dir)))
+    model.save_heads(tmp_path / "art", base_model=str(tiny_model_dir), base_sha256="0" * 64)
+    with pytest.raises(AssetError, match="sha256 mismatch"):
+        MultiTaskSentenceTransformer.from_pretrained(tmp_path / "art")

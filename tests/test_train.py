@@ -129,3 +129,18 @@ def test_linear_probe_runs_and_caches(tiny_model_dir, tmp_path):
                        runs_dir=tmp_path / "runs", cache_dir=tmp_path / "cache")
     assert m["test"]["cls"]["n"] == 40 and m["test"]["ner"]["n"] == 12
     assert len(list((tmp_path / "cache" / "features").glob("*.safetensors"))) == 6
+
+
+def test_layerwise_lr_decay_and_head_lr(setup):
+    _, model, _ = setup
+    cfg = dataclasses.replace(TRAIN, lr=1e-4, head_lr=1e-2, layer_lr_decay=0.5)
+    optimizer = build_optimizer(model, LossWeights("static", (1.0, 1.0)), cfg, torch.device("cpu"))
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    backbone = model.encoder.backbone
+    assert lr_of[id(backbone.encoder.layer[1].output.dense.weight)] == pytest.approx(1e-4)  # top layer
+    assert lr_of[id(backbone.encoder.layer[0].output.dense.weight)] == pytest.approx(5e-5)
+    assert lr_of[id(backbone.embeddings.word_embeddings.weight)] == pytest.approx(2.5e-5)
+    assert lr_of[id(model.heads["cls"][1].weight)] == pytest.approx(1e-2)
+    decay_of = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert decay_of[id(model.heads["cls"][1].bias)] == 0.0
+    assert decay_of[id(model.heads["cls"][1].weight)] == cfg.weight_decay

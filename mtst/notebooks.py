@@ -1,0 +1,90 @@
+"""Re-execute the notebooks in place (``python -m mtst notebooks``), as the README's main command does.
+
+Each notebook reads ``MTST_PROFILE`` (``smoke``, ``cpu`` or ``gpu``) to pick its configuration.
+"""
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def best_profile() -> str:
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def execute_all(profile: str = "auto", folder=NOTEBOOKS, timeout: int | None = None, out_dir=None) -> dict:
+    """Execute every ``NN_*.ipynb`` in ``folder`` in order, saving outputs in place (smoke runs
+    save to ``out_dir`` or a temporary folder instead, leaving the committed notebooks alone).
+
+    Returns the wall seconds per notebook (also written to ``results/notebooks-<profile>.json``
+    for real runs, followed by the results summary and writeup, ``python -m mtst report``).
+    """
+    import tempfile
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    profile = best_profile() if profile == "auto" else profile
+    os.environ["MTST_PROFILE"] = profile
+    folder = Path(folder)
+    out_dir = Path(out_dir or (tempfile.mkdtemp(prefix="mtst-notebooks-") if profile == "smoke" else folder))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    times = {}
+    for path in sorted(folder.glob("[0-9][0-9]_*.ipynb")):
+        logger.info("executing %s (profile %s)", path.name, profile)
+        nb = nbformat.read(path, as_version=4)
+        start = time.perf_counter()
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(folder)}}).execute()
+        times[path.name] = round(time.perf_counter() - start, 1)
+        nbformat.write(nb, out_dir / path.name)
+        logger.info("%s done in %.0f s", path.name, times[path.name])
+    if profile != "smoke":
+        from .runs import environment
+
+        out = folder.parent / "results" / f"notebooks-{profile}.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps({"profile": profile, "seconds": times, "environment": environment()}, indent=2))
+        from .report import write_report
+
+        write_report(folder.parent)
+    return times
+
+
+class Setup:
+    """What a notebook needs: the profile's configs and where its runs and records go.
+
+    Smoke runs (CI) write into a temporary folder so the committed results stay as they are.
+    """
+
+    def __init__(self, profile: str | None = None):
+        import dataclasses
+        import tempfile
+
+        from .experiment import TINY_MODEL
+        from .profiles import load_configs
+
+        self.profile = profile or os.environ.get("MTST_PROFILE") or best_profile()
+        self.root = NOTEBOOKS.parent
+        self.model_cfg, self.data_cfg, self.train_cfg = load_configs(self.profile)
+        scratch = Path(tempfile.mkdtemp(prefix="mtst-smoke-")) if self.profile == "smoke" else None
+        self.results_dir = scratch / "results" if scratch else self.root / "results"
+        self.runs_dir = scratch / "runs" if scratch else self.root / "runs"
+        self.cache_dir = self.root / "cache"
+        if self.model_cfg.model_name == TINY_MODEL:
+            from .tiny import build_tiny_model
+
+            tiny = build_tiny_model(self.cache_dir / "tiny-mpnet")
+            self.model_cfg = dataclasses.replace(self.model_cfg, model_name=str(tiny))
+
+    def __repr__(self) -> str:
+        return (f"Setup(profile={self.profile!r}, model={self.model_cfg.model_name!r}, "
+                f"data_dir={self.data_cfg.data_dir!r}, results={str(self.results_dir)!r})")
