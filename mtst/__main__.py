@@ -60,7 +60,7 @@ def _serve(args) -> None:
 def _notebooks(args) -> None:
     from .notebooks import execute_all
 
-    execute_all(args.profile)
+    execute_all(args.profile, only=tuple(args.only))
 
 
 def _report(args) -> None:
@@ -116,6 +116,7 @@ def main(argv=None) -> None:
     p = sub.add_parser("notebooks", help="re-execute every notebook in place")
     p.add_argument("--profile", choices=["auto", "smoke", "cpu", "gpu"], default="auto",
                    help="auto: gpu when CUDA is present, else cpu")
+    p.add_argument("--only", nargs="*", default=[], metavar="PREFIX", help="only these notebooks, e.g. 03 04")
     p.set_defaults(func=_notebooks)
 
     p = sub.add_parser("report", help="results/summary.json, writeup.md tables and loss_plot.png from the records")

@@ -20,7 +20,8 @@ def best_profile() -> str:
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
-def execute_all(profile: str = "auto", folder=NOTEBOOKS, timeout: int | None = None, out_dir=None) -> dict:
+def execute_all(profile: str = "auto", folder=NOTEBOOKS, timeout: int | None = None, out_dir=None,
+                only: tuple[str, ...] = ()) -> dict:
     """Execute every ``NN_*.ipynb`` in ``folder`` in order, saving outputs in place (smoke runs
     save to ``out_dir`` or a temporary folder instead, leaving the committed notebooks alone).
 
@@ -39,6 +40,8 @@ def execute_all(profile: str = "auto", folder=NOTEBOOKS, timeout: int | None = N
     out_dir.mkdir(parents=True, exist_ok=True)
     times = {}
     for path in sorted(folder.glob("[0-9][0-9]_*.ipynb")):
+        if only and not path.name.startswith(tuple(only)):
+            continue
         logger.info("executing %s (profile %s)", path.name, profile)
         nb = nbformat.read(path, as_version=4)
         start = time.perf_counter()
@@ -52,7 +55,9 @@ def execute_all(profile: str = "auto", folder=NOTEBOOKS, timeout: int | None = N
 
         out = folder.parent / "results" / f"notebooks-{profile}.json"
         out.parent.mkdir(exist_ok=True)
-        out.write_text(json.dumps({"profile": profile, "seconds": times, "environment": environment()}, indent=2))
+        earlier = json.loads(out.read_text())["seconds"] if only and out.is_file() else {}
+        out.write_text(json.dumps({"profile": profile, "seconds": {**earlier, **times},
+                                   "environment": environment()}, indent=2))
         from .report import write_report
 
         write_report(folder.parent)

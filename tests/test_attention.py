@@ -177,3 +177,40 @@ def test_sdpa_equals_eager_on_the_real_model(real_model_dir):
     eager = SentenceTransformer.from_pretrained(str(real_model_dir), attention="eager").eval()
     a, b = sdpa.encode(SENTENCES, batch_size=4), eager.encode(SENTENCES, batch_size=4)
     assert abs(a - b).max() <= 1e-5
+
+
+def test_packed_linear_matches_linear():
+    from mtst.attention import PackedLinear, packed_linear_available, packed_linears
+
+    if not packed_linear_available():
+        pytest.skip("this torch has no oneDNN")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(48, 96), torch.nn.GELU(), torch.nn.Linear(96, 16, bias=False))
+    x = torch.randn(3, 7, 48)
+    with torch.no_grad():
+        expected = model(x)
+        with packed_linears(model):
+            assert type(model[0]) is PackedLinear
+            assert torch.allclose(model(x), expected, atol=1e-5, rtol=1e-5)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                half = model(x)
+            assert half.dtype == torch.bfloat16 and torch.allclose(half.float(), expected, atol=0.05)
+            model[0].weight.mul_(2)  # a changed weight is packed again
+            stock = torch.nn.functional.linear(x, model[0].weight, model[0].bias)
+            assert torch.allclose(model[0](x), stock, atol=1e-5, rtol=1e-5)
+    assert type(model[0]) is torch.nn.Linear and type(model[2]) is torch.nn.Linear
+    with packed_linears(model):  # with autograd on it is the stock layer
+        model(x).sum().backward()
+    assert model[0].weight.grad is not None
+    copy.deepcopy(model)
+
+
+def test_encode_uses_packed_linears_without_changing_results(tiny_model_dir):
+    model = SentenceTransformer.from_pretrained(str(tiny_model_dir)).eval()
+    batched = model.encode(SENTENCES, batch_size=4)
+    with torch.no_grad():
+        for i, sentence in enumerate(SENTENCES):  # the plain forward, one sentence at a time
+            ids = torch.tensor([model.tokenize([sentence]).input_ids[0]])
+            alone = model(ids, torch.ones_like(ids))["sentence_embedding"][0]
+            assert torch.allclose(torch.from_numpy(batched[i]), alone, atol=1e-5)
+    assert all(type(m) is torch.nn.Linear for m in model.modules() if isinstance(m, torch.nn.Linear))
