@@ -1,0 +1,116 @@
+"""Gather ``results/bench/{encode,train}-<device>.json`` into ``results/bench/summary.json``.
+
+Speedups are ratios to a baseline measured in the same run (see bench/encode.py, bench/train.py).
+Keys of a device whose file is missing are null, with a note saying so.
+
+    python bench/summary.py [--dir results/bench] [--tiny]
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADLINE_BATCH = 32  # the gpu profile's batch size per task
+GPU_MISSING = "not run: no GPU in this session"
+
+
+def load(folder: Path, kind: str, device: str, tiny: bool) -> dict | None:
+    path = folder / f"{kind}-{'tiny-' if tiny else ''}{device}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def encode_keys(record: dict | None, device: str) -> dict:
+    if record is None:
+        return {f"encode_speedup_vs_st_{device}": None, f"encode_fast_mode_{device}": None,
+                f"encode_exact_speedup_vs_st_{device}": None, f"encode_exact_max_abs_diff_{device}": None,
+                f"_fast_cosines_{device}": []}
+    results = record["results"]
+    fast = {k: v for k, v in results.items() if "speedup_vs_st" in v and not v["exact"]}
+    exact = results.get("exact", {})
+    best = max(fast, key=lambda k: fast[k]["speedup_vs_st"]) if fast else None
+    return {f"encode_speedup_vs_st_{device}": fast[best]["speedup_vs_st"] if best else None,
+            f"encode_fast_mode_{device}": best,
+            f"encode_exact_speedup_vs_st_{device}": exact.get("speedup_vs_st"),
+            f"encode_exact_max_abs_diff_{device}": exact.get("max_abs_diff"),
+            f"_fast_cosines_{device}": [v["min_cosine"] for v in fast.values()]}
+
+
+def train_keys(record: dict | None, device: str) -> dict:
+    keys = {f"train_speedup_vs_reference_{device}": None, f"epoch_seconds_{device}": None,
+            f"reference_epoch_seconds_{device}": None, f"train_batch_size_{device}": None}
+    if device == "gpu":
+        keys |= {"train_mfu_gpu": None, "train_mfu_gpu_batch_size": None,
+                 "train_speedup_vs_reference_gpu_best": None, "train_speedup_vs_reference_gpu_best_batch_size": None}
+    if record is None:
+        return keys
+    ours = [r for r in record["results"] if r["design"] == "mtst" and r.get("attention") == "sdpa"]
+    reference = next((r for r in record["results"] if r["design"] == "reference"), None)
+    if not ours:
+        return keys
+    head = next((r for r in ours if r["batch_size"] == HEADLINE_BATCH), ours[0])
+    keys |= {f"train_speedup_vs_reference_{device}": head.get("speedup_vs_reference"),
+             f"epoch_seconds_{device}": head["epoch_seconds"],
+             f"reference_epoch_seconds_{device}": reference["epoch_seconds"] if reference else None,
+             f"train_batch_size_{device}": head["batch_size"]}
+    if device == "gpu":
+        with_mfu = [r for r in ours if isinstance(r["mfu"], float)]
+        if with_mfu:
+            top = max(with_mfu, key=lambda r: r["mfu"])
+            keys |= {"train_mfu_gpu": top["mfu"], "train_mfu_gpu_batch_size": top["batch_size"]}
+        if reference:
+            fastest = max(ours, key=lambda r: r["speedup_vs_reference"])
+            keys |= {"train_speedup_vs_reference_gpu_best": fastest["speedup_vs_reference"],
+                     "train_speedup_vs_reference_gpu_best_batch_size": fastest["batch_size"]}
+    return keys
+
+
+def summarise(folder: Path, tiny: bool = False) -> dict:
+    records = {(kind, dev): load(folder, kind, dev, tiny) for kind in ("encode", "train") for dev in ("cpu", "cuda")}
+    keys = {}
+    for dev, name in (("cuda", "gpu"), ("cpu", "cpu")):
+        keys |= encode_keys(records["encode", dev], name)
+        keys |= train_keys(records["train", dev], name)
+    cosines = keys.pop("_fast_cosines_gpu") + keys.pop("_fast_cosines_cpu")
+    notes = {}
+    if records["encode", "cuda"] is None and records["train", "cuda"] is None:
+        notes["gpu"] = GPU_MISSING
+    summary = {
+        "train_speedup_vs_reference_gpu": keys.pop("train_speedup_vs_reference_gpu"),
+        "train_mfu_gpu": keys.pop("train_mfu_gpu"),
+        "epoch_seconds_gpu": keys.pop("epoch_seconds_gpu"),
+        "encode_speedup_vs_st_gpu": keys.pop("encode_speedup_vs_st_gpu"),
+        "encode_speedup_vs_st_cpu": keys.pop("encode_speedup_vs_st_cpu"),
+        "encode_min_cosine": min(cosines) if cosines else None,
+        "encode_exact_speedup_vs_st_cpu": keys.pop("encode_exact_speedup_vs_st_cpu"),
+        "train_speedup_vs_reference_cpu": keys.pop("train_speedup_vs_reference_cpu"),
+        **keys,
+        "notes": {
+            **notes,
+            "encode_speedup": "best non-exact mode vs sentence-transformers on the same folder, texts, batch size",
+            "encode_min_cosine": "worst per-text cosine vs fp32 sentence-transformers over every non-exact mode",
+            "train_speedup": f"reference epoch seconds / ours at batch {HEADLINE_BATCH} per task when measured "
+                             "(else the first batch size); projected from measured processed tokens/s",
+        },
+        "sources": sorted(f"{kind}-{'tiny-' if tiny else ''}{dev}.json"
+                          for (kind, dev), rec in records.items() if rec is not None),
+    }
+    return summary
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dir", default=str(ROOT / "results" / "bench"))
+    p.add_argument("--tiny", action="store_true", help="summarise the --tiny result files")
+    args = p.parse_args(argv)
+    folder = Path(args.dir)
+    summary = summarise(folder, args.tiny)
+    path = folder / f"summary{'-tiny' if args.tiny else ''}.json"
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in summary.items() if k != "notes"}, indent=2))
+    print(f"wrote {path}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
