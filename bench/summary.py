@@ -72,6 +72,13 @@ def summarise(folder: Path, tiny: bool = False) -> dict:
         keys |= encode_keys(records["encode", dev], name)
         keys |= train_keys(records["train", dev], name)
     cosines = keys.pop("_fast_cosines_gpu") + keys.pop("_fast_cosines_cpu")
+    for dev, name in (("cuda", "gpu"), ("cpu", "cpu")):  # side run: --modes exact,exact-eager --tag attention
+        side = folder / f"encode-{'tiny-' if tiny else ''}{dev}-attention.json"
+        if side.is_file():
+            res = json.loads(side.read_text())["results"]
+            if "exact" in res and "exact-eager" in res:
+                keys[f"encode_sdpa_vs_eager_{name}"] = res["exact"]["sentences_per_s"] / \
+                    res["exact-eager"]["sentences_per_s"]
     notes = {}
     if records["encode", "cuda"] is None and records["train", "cuda"] is None:
         notes["gpu"] = GPU_MISSING
@@ -92,8 +99,9 @@ def summarise(folder: Path, tiny: bool = False) -> dict:
             "train_speedup": f"reference epoch seconds / ours at batch {HEADLINE_BATCH} per task when measured "
                              "(else the first batch size); projected from measured processed tokens/s",
         },
-        "sources": sorted(f"{kind}-{'tiny-' if tiny else ''}{dev}.json"
-                          for (kind, dev), rec in records.items() if rec is not None),
+        "sources": sorted([f"{kind}-{'tiny-' if tiny else ''}{dev}.json"
+                           for (kind, dev), rec in records.items() if rec is not None]
+                          + [p.name for p in folder.glob("encode-*-attention.json")]),
     }
     return summary
 

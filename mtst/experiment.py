@@ -26,7 +26,11 @@ def build_model(cfg: ModelConfig, seed: int, cache_dir="cache") -> MultiTaskSent
     if cfg.model_name == TINY_MODEL:
         from .tiny import build_tiny_model
 
-        cfg = dataclasses.replace(cfg, model_name=str(build_tiny_model(Path(cache_dir) / "tiny-mpnet")))
+        folder = Path(cache_dir) / "tiny-mpnet"
+        if dist.is_main():  # transformers writes weights on rank 0 only
+            build_tiny_model(folder)
+        dist.barrier()
+        cfg = dataclasses.replace(cfg, model_name=str(folder))
     torch.manual_seed(seed)
     return MultiTaskSentenceTransformer.from_config(cfg)
 
