@@ -10,6 +10,10 @@ softmax and dropout passes). The result equals eager attention up to float round
 The patch swaps the class of the encoder and self-attention instances of a loaded backbone (weights
 stay where they are), so it works on the tiny and the real model, also under a peft LoRA wrapper
 whose adapters wrap the q, k, v, o projections; ``use_sdpa(backbone, False)`` swaps them back.
+
+Also here, the other inference kernel swap ``SentenceTransformer.encode`` makes: ``packed_linears``
+runs the linears of a block on oneDNN with pre-packed weights on the CPU (bench/encode.py: the
+largest single gain of the exact fp32 mode on the AMD EPYC measured).
 """
 
 import contextlib
