@@ -103,22 +103,19 @@ def sample_ag_news(examples: list[TextExample], fraction: float | None, val_frac
 
 def iob1_to_iob2(tags) -> list[str]:
     """IOB1 (``I-X`` opens an entity, ``B-X`` only between two adjacent X) to IOB2."""
-    out = []
-    for i, tag in enumerate(tags):
-        prev = tags[i - 1] if i else "O"
-        if tag.startswith("I-") and (prev == "O" or prev[2:] != tag[2:]):
-            tag = "B-" + tag[2:]
-        out.append(tag)
-    return out
+    return ["B-" + tag[2:] if _opens_with_i(tags, i) else tag for i, tag in enumerate(tags)]
+
+
+def _opens_with_i(tags, i: int) -> bool:
+    """Whether ``tags[i]`` is an ``I-X`` not preceded by another X: opens an entity in IOB1,
+    invalid in IOB2."""
+    tag, prev = tags[i], tags[i - 1] if i else "O"
+    return tag.startswith("I-") and (prev == "O" or prev[2:] != tag[2:])
 
 
 def _first_iob2_violation(tags) -> int | None:
     """Index of the first ``I-X`` not preceded by ``B-X``/``I-X`` (invalid in IOB2)."""
-    for i, tag in enumerate(tags):
-        prev = tags[i - 1] if i else "O"
-        if tag.startswith("I-") and (prev == "O" or prev[2:] != tag[2:]):
-            return i
-    return None
+    return next((i for i in range(len(tags)) if _opens_with_i(tags, i)), None)
 
 
 def _first_iob1_violation(tags) -> int | None:

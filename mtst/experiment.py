@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from . import distributed as dist
-from .assets import sha256_file
+from .assets import MODEL_SHA256, is_verified, sha256_file
 from .config import DataConfig, ModelConfig, TrainConfig
 from .data import load_ag_news, load_conll
 from .features import classification_features, ner_features
@@ -40,7 +40,9 @@ def _save_artifact(model: MultiTaskSentenceTransformer, cfg: ModelConfig, folder
     model; the base model's weights checksum travels with them.
     """
     source = Path(model.encoder.backbone.config.name_or_path)
-    sha = sha256_file(source / "model.safetensors") if source.is_dir() else None
+    sha = None
+    if source.is_dir():  # the verified default base already carries its checksum: no re-hash
+        sha = MODEL_SHA256 if is_verified(source) else sha256_file(source / "model.safetensors")
     base = cfg.model_name if cfg.model_name != TINY_MODEL else str(source)
     model.save_heads(folder, base_model=base, base_sha256=sha)
 

@@ -34,10 +34,15 @@ def coarse_to_iob2(tags) -> list[str]:
     return out
 
 
+def _is_coarse(tags) -> bool:
+    """Prefix-less tags (the 5-label scheme) rather than IOB2."""
+    return any(t != "O" and t[:2] not in ("B-", "I-") for t in tags)
+
+
 def entity_spans(tags) -> list[tuple[str, int, int]]:
     """Entities in one IOB2 (or prefix-less) tag sequence as ``(type, first, last)`` word indices."""
     tags = list(tags)
-    if any(t != "O" and t[:2] not in ("B-", "I-") for t in tags):
+    if _is_coarse(tags):
         tags = coarse_to_iob2(tags)
     return get_entities(tags)
 
@@ -50,7 +55,7 @@ def ner_metrics(gold: list[list[str]], pred: list[list[str]]) -> dict:
     """
     if len(gold) != len(pred) or any(len(g) != len(p) for g, p in zip(gold, pred)):
         raise ValueError("gold and predicted tag sequences differ in shape")
-    if any(t != "O" and t[:2] not in ("B-", "I-") for seq in gold + pred for t in seq):
+    if any(_is_coarse(seq) for seq in gold + pred):
         gold, pred = [coarse_to_iob2(s) for s in gold], [coarse_to_iob2(s) for s in pred]
     words = sum(len(g) for g in gold)
     correct = sum(a == b for g, p in zip(gold, pred) for a, b in zip(g, p))
