@@ -1,8 +1,11 @@
-# The mtst demo web app on CPU. Untested here (no Docker engine on these machines).
+# The mtst demo web app on CPU, serving the shipped artifact (trained heads on the verified base model).
 #   docker build -t mtst-demo .
-#   docker run --rm -p 8000:8000 mtst-demo                                  # base model, untrained heads
-#   docker run --rm -p 8000:8000 -v "$PWD/runs/best:/ckpt:ro" mtst-demo --checkpoint /ckpt
+#   docker run --rm -p 8000:8000 mtst-demo
+#   docker build --build-arg ARTIFACT=runs/<run>/best -t mtst-demo .   # another saved model folder
+# `docker stop` stops it cleanly (SIGTERM); `docker ps` shows its health (GET /healthz).
 FROM python:3.11-slim
+
+ARG ARTIFACT=results/runs/cpu-s42/artifact
 
 ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -11,22 +14,27 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 WORKDIR /app
 
-# CPU-only torch first, so requirements.txt's torch==2.13.0 is already satisfied (no CUDA wheels).
+# CPU-only torch first, so torch==2.13.0 below is already satisfied (no CUDA wheels). Only what the
+# demo needs: requirements.txt adds the training, notebook and test tools.
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
-COPY requirements.txt .
-RUN pip install -r requirements.txt
+COPY requirements-runtime.txt .
+RUN pip install -r requirements-runtime.txt
 
-# Editable install: the app's templates/ and static/ are read from the source tree.
 COPY pyproject.toml ./
 COPY mtst ./mtst
-RUN pip install --no-deps -e .
+RUN pip install --no-deps .
 
 # Fetch and verify all-mpnet-base-v2 at build time, so the container runs offline.
 RUN python -m mtst.assets model
+COPY ${ARTIFACT} /opt/mtst/artifact
 
 RUN useradd --create-home --uid 1000 app
 USER app
+ENV HF_HUB_OFFLINE=1
 
 EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
+# Exec form: python is PID 1 and receives SIGTERM itself; `mtst serve` then stops cleanly.
 ENTRYPOINT ["python", "-m", "mtst", "serve", "--host", "0.0.0.0", "--port", "8000"]
-CMD []
+CMD ["--checkpoint", "/opt/mtst/artifact"]

@@ -1,7 +1,8 @@
 """A small Flask demo around ``Predictor``: an HTML page and a JSON API.
 
-Routes: ``GET /`` (the page), ``POST /api/predict``, ``POST /api/embed``, ``GET /health``.
-Every error is JSON ``{"error": "..."}`` naming what is wrong and where.
+Routes: ``GET /`` (the page), ``POST /api/predict``, ``POST /api/embed``, ``GET /health`` (and
+``/healthz``, the same, for container health checks). Every error is JSON ``{"error": "..."}`` naming
+what is wrong and where, without echoing what the client sent.
 
 Usage::
 
@@ -14,12 +15,13 @@ The server is Flask's threaded development server, which is enough for a demo on
 import argparse
 import json
 import logging
+import signal
 import threading
 from typing import Any
 
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from .predict import Predictor
 
@@ -49,13 +51,27 @@ class RequestError(Exception):
         self.status = status
 
 
-def read_json_object() -> dict:
+def read_body(max_bytes: int) -> bytes:
+    """The request body, or a 413 ``RequestError`` when it is larger than ``max_bytes``."""
+    if not request.environ.get("wsgi.input_terminated"):  # Content-Length: MAX_CONTENT_LENGTH answers 413
+        return request.get_data(cache=False)
+    # Chunked: Werkzeug would silently cut the body at the limit; read one byte more to know.
+    data = request.environ["wsgi.input"].read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise RequestError(f"request body is larger than the limit of {max_bytes} bytes", 413)
+    return data
+
+
+def read_json_object(max_bytes: int) -> dict:
     """The request body as a JSON object, or a ``RequestError`` saying why it is not one."""
     if not request.is_json:
-        raise RequestError(f"Content-Type must be application/json, got {request.mimetype or 'none'!r}", 415)
+        raise RequestError("Content-Type must be application/json", 415)
+    data = read_body(max_bytes)
     try:
-        body = json.loads(request.get_data(cache=False))
-    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+        body = json.loads(data)
+    except UnicodeDecodeError:
+        raise RequestError("request body is not valid UTF-8") from None
+    except ValueError as e:  # JSONDecodeError: says where (line, column), never what
         raise RequestError(f"request body is not valid JSON: {e}") from None
     except RecursionError:
         raise RequestError("request body is not valid JSON: nested too deeply") from None
@@ -68,12 +84,13 @@ def parse_texts(body: dict, max_texts: int, max_chars: int, extra_fields: tuple[
     """The texts of a request body holding either ``text`` (a string) or ``texts`` (a list of strings).
 
     Raises:
-        RequestError: naming the field (``texts[2]``) and the problem, 413 for the size limits.
+        RequestError: naming the field (``texts[2]``) and the problem, 413 for the size limits. The
+            message never repeats what the client sent (field names included).
     """
-    unknown = sorted(set(body) - {"text", "texts", *extra_fields})
+    unknown = set(body) - {"text", "texts", *extra_fields}
     if unknown:
         expected = ", ".join(repr(f) for f in ("text", "texts", *extra_fields))
-        raise RequestError(f"unknown field {unknown[0]!r}; expected {expected}")
+        raise RequestError(f"{len(unknown)} unknown field(s); the fields are {expected}")
     if "text" in body and "texts" in body:
         raise RequestError("give either 'text' or 'texts', not both")
     if "text" in body:
@@ -96,6 +113,11 @@ def parse_texts(body: dict, max_texts: int, max_chars: int, extra_fields: tuple[
             raise RequestError(f"{name} is empty or only whitespace")
         if len(text) > max_chars:
             raise RequestError(f"{name} has {len(text)} characters; the limit is {max_chars}", 413)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # JSON can escape half a UTF-16 pair ("\ud800"); no tokenizer takes it
+            raise RequestError(f"{name} holds a lone surrogate (an unpaired \\ud800-\\udfff escape), "
+                               "which is not a character; send valid Unicode") from None
     return [text for _, text in named]
 
 
@@ -137,17 +159,18 @@ def create_app(predictor: Predictor, *, max_texts: int = MAX_TEXTS, max_chars: i
         return render_template("index.html", trained=predictor.trained, **limits)
 
     @app.get("/health")
+    @app.get("/healthz")
     def health():
         return {"status": "ok", "trained": predictor.trained}
 
     @app.post("/api/predict")
     def predict():
-        texts = parse_texts(read_json_object(), max_texts, max_chars)
+        texts = parse_texts(read_json_object(max_request_bytes), max_texts, max_chars)
         return {"results": predictor.predict(texts)}
 
     @app.post("/api/embed")
     def embed():
-        body = read_json_object()
+        body = read_json_object(max_request_bytes)
         texts, normalize = parse_texts(body, max_texts, max_chars, ("normalize",)), parse_normalize(body)
         embeddings = predictor.embed(texts, normalize=normalize)
         return {"embeddings": embeddings, "dim": len(embeddings[0]), "normalized": normalize}
@@ -195,9 +218,16 @@ def load_predictor(checkpoint: str | None = None, device: str = "cpu") -> Predic
     return Predictor(MultiTaskSentenceTransformer.from_config(ModelConfig()), device=device, trained=False)
 
 
+class RequestHandler(WSGIRequestHandler):
+    """Werkzeug's handler, answering ``Server: mtst`` instead of the Werkzeug and Python versions."""
+
+    def version_string(self) -> str:
+        return "mtst"
+
+
 def serve_in_background(app: Flask, host: str = "127.0.0.1", port: int = 0) -> BaseWSGIServer:
     """Serve ``app`` from a daemon thread (port 0: a free one); stop with ``server.shutdown()``."""
-    server = make_server(host, port, app, threaded=True)
+    server = make_server(host, port, app, threaded=True, request_handler=RequestHandler)
     threading.Thread(target=server.serve_forever, name="mtst-app", daemon=True).start()
     logger.info("serving on http://%s:%d", host, server.server_port)
     return server
@@ -205,10 +235,20 @@ def serve_in_background(app: Flask, host: str = "127.0.0.1", port: int = 0) -> B
 
 def run_server(checkpoint: str | None = None, host: str = "127.0.0.1", port: int = 8000,
                device: str = "cpu") -> None:
-    """Load the model once and serve the demo (Flask's threaded server, debug off) until interrupted."""
+    """Load the model once and serve the demo (Flask's threaded server, debug off) until Ctrl-C or
+    SIGTERM, either of which stops it cleanly (exit status 0).
+    """
     app = create_app(load_predictor(checkpoint, device))
+    # `docker stop` sends SIGTERM, which Python ignores as a container's PID 1 and otherwise dies
+    # of: stop as on Ctrl-C instead (Werkzeug's serve_forever closes the socket on KeyboardInterrupt).
+    signal.signal(signal.SIGTERM, _interrupt)
     logger.info("demo at http://%s:%d", host, port)
-    app.run(host=host, port=port, debug=False, threaded=True, use_reloader=False)
+    app.run(host=host, port=port, debug=False, threaded=True, use_reloader=False, request_handler=RequestHandler)
+    logger.info("stopped")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv=None) -> None:

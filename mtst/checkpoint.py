@@ -1,13 +1,22 @@
-"""Checkpoints that survive a crash: written to a temporary path, fsynced, then renamed."""
+"""Checkpoints that survive a crash: written to a temporary path, fsynced, then swapped in."""
 
+import ctypes
+import errno
 import os
+import pickle
 import shutil
-import tempfile
+import sys
+import uuid
+import zipfile
 from pathlib import Path
 
 import torch
 
 from .model import MultiTaskSentenceTransformer
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be read; the message names it and says what to do."""
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -22,11 +31,37 @@ def _fsync_tree(folder: Path) -> None:
         os.close(fd)
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns:
+        False where the system or filesystem cannot do it.
+    """
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None) if sys.platform == "linux" else None
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
 def save_model_atomic(model: MultiTaskSentenceTransformer, dest) -> None:
-    """``save_pretrained`` into a sibling temp folder, fsync, then swap it into place."""
+    """``save_pretrained`` into a sibling temp folder, fsync, then swap it into place.
+
+    On Linux the old and new folders are exchanged in one step, so ``dest`` is never missing nor
+    half written; elsewhere two renames leave it missing for an instant. Leftovers of a save that
+    was killed half-way (``.best.*`` beside ``best``) are removed first.
+    """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    for stale in dest.parent.glob(f".{dest.name}.*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()  # unlike tempfile.mkdtemp (0700), this honours the umask, as the files inside do
     model_to_save = model
     backbone = model.encoder.backbone
     if hasattr(backbone, "merge_and_unload"):  # LoRA: save the merged weights, keep training the adapters
@@ -36,11 +71,13 @@ def save_model_atomic(model: MultiTaskSentenceTransformer, dest) -> None:
         model_to_save.encoder.backbone = model_to_save.encoder.backbone.merge_and_unload()
     model_to_save.save_pretrained(tmp)
     _fsync_tree(tmp)
-    old = dest.with_name(f".{dest.name}.old")
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    shutil.rmtree(old, ignore_errors=True)
+    if not (dest.exists() and _exchange(tmp, dest)):
+        old = dest.with_name(f".{dest.name}.old")
+        if dest.exists():
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        tmp = old
+    shutil.rmtree(tmp, ignore_errors=True)  # the previous folder
 
 
 def save_state_atomic(state: dict, dest) -> None:
@@ -56,5 +93,15 @@ def save_state_atomic(state: dict, dest) -> None:
 
 
 def load_state(path) -> dict:
-    """Load a training state without unpickling arbitrary objects."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Load a training state without unpickling arbitrary objects.
+
+    Raises:
+        CheckpointError: the file is empty, truncated or otherwise not a training state.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        reason = "it is empty" if Path(path).stat().st_size == 0 else f"{type(err).__name__}: {str(err)[:120]}"
+        raise CheckpointError(f"{path}: not a readable training state ({reason}); it is damaged or truncated "
+                              "(a crash while copying it?): restore it, or delete it and train again without "
+                              "--resume") from None

@@ -27,6 +27,9 @@ class ModelConfig:
     """``iob2``: the 9 CoNLL labels (needed for entity F1); ``coarse``: O/PER/ORG/LOC/MISC."""
     head_dropout: float = 0.1
     """Dropout before each task head."""
+    ner_shape_dim: int = 0
+    """Width of the learned word-shape (casing) embedding joined to each token state before the NER
+    classifier (0: the reference's plain linear head). The encoder lowercases; this gives case back."""
     attention: str = "sdpa"
     """MPNet attention: ``sdpa`` (fused ``scaled_dot_product_attention``, bias and padding mask built
     once per forward; ``mtst.attention``) or ``eager`` (the stock Hugging Face code); same result."""
@@ -77,7 +80,7 @@ class DataConfig:
             raise ValueError(f"ag_val_fraction must be in (0, 1), got {self.ag_val_fraction}")
 
 
-FREEZE_STRATEGIES = ("none", "backbone", "linear_probe", "cls_head", "ner_head", "gradual", "lora")
+FREEZE_STRATEGIES = ("none", "cls_head", "ner_head", "gradual", "lora")
 
 
 @dataclass(frozen=True)
@@ -111,17 +114,23 @@ class TrainConfig:
     """``static`` (``task_weights``) or ``uncertainty`` (learned, Kendall et al. 2018)."""
     task_weights: tuple[float, float] = (1.0, 1.0)
     """Static loss weights of (cls, ner)."""
+    trainable_layers: int | None = None
+    """How deep the encoder trains: None, all of it (embeddings included); k, its top k layers, the
+    frozen bottom running once over the data and cached (``mtst.prefix``); 0, a frozen encoder
+    (a linear probe on its states)."""
     freeze: str = "none"
-    """Task 3 strategy: ``none``, ``backbone`` (heads only), ``linear_probe`` (heads on cached
-    frozen features), ``cls_head`` / ``ner_head`` (that head frozen), ``gradual`` (top-down
-    unfreezing, one layer per epoch) or ``lora`` (adapters on the attention projections)."""
+    """Task 3 strategy on top of ``trainable_layers``: ``none``; ``cls_head`` / ``ner_head`` (that
+    head frozen); ``gradual`` (epoch 0 trains the heads, each later epoch one more layer from the
+    top); ``lora`` (adapters on the attention projections of the trainable layers)."""
+    init_from: str | None = None
+    """Start from a saved model (``best/`` or an artifact) instead of fresh heads."""
     lora_r: int = 8
     """LoRA rank."""
     lora_alpha: int = 16
     """LoRA scaling numerator."""
     precision: str = "auto"
-    """``auto``: bf16 autocast on GPUs that support it, fp16 + GradScaler on older GPUs, fp32 on
-    CPU; or force ``fp32``, ``bf16`` or ``fp16``."""
+    """``auto``: bf16 autocast on GPUs and CPUs that support it (AVX512-BF16 / AMX), fp16 +
+    GradScaler on older GPUs, fp32 on other CPUs; or force ``fp32``, ``bf16`` or ``fp16``."""
     patience: int = 3
     """Early stopping: epochs without improvement of ``monitor`` before stopping."""
     monitor: str = "val_loss"
@@ -151,5 +160,7 @@ class TrainConfig:
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
         if self.monitor not in ("val_loss", "cls_accuracy", "entity_f1", "mean_score"):
             raise ValueError(f"unknown monitor {self.monitor!r}")
+        if self.trainable_layers is not None and self.trainable_layers < 0:
+            raise ValueError(f"trainable_layers must be None or >= 0, got {self.trainable_layers}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")

@@ -5,6 +5,7 @@ Label lists live here and travel with every checkpoint.
 
 import csv
 import hashlib
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,22 @@ class TaggedSentence:
     tags: tuple[str, ...]  # IOB2
 
 
+def open_utf8(path, newline: str | None = None) -> io.StringIO:
+    """A data file as text, like ``open(path, encoding="utf-8", newline=newline)``.
+
+    Raises:
+        DataFormatError: a byte is not UTF-8; the message names the file and its line.
+    """
+    data = Path(path).read_bytes()
+    try:
+        return io.StringIO(data.decode("utf-8"), newline=newline)
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - data.rfind(b"\n", 0, err.start)
+        raise DataFormatError(path, line, f"byte 0x{data[err.start]:02x} at column {column} is not UTF-8; "
+                                          "save the file as UTF-8") from None
+
+
 def ner_labels(scheme: str) -> tuple[str, ...]:
     """The NER label list of a scheme: ``iob2`` (9 labels) or ``coarse`` (5)."""
     return {"iob2": CONLL_LABELS, "coarse": COARSE_LABELS}[scheme]
@@ -60,7 +77,7 @@ def read_ag_news(path) -> list[TextExample]:
     text is kept verbatim (backslashes and ``#39;`` remnants included).
     """
     examples = []
-    with open(path, newline="", encoding="utf-8") as f:
+    with open_utf8(path, newline="") as f:
         reader = csv.reader(f)
         line = 1  # physical line where the current row starts (a field may span lines)
         for row in reader:
@@ -139,7 +156,7 @@ def read_conll(path, scheme: str = "auto") -> list[TaggedSentence]:
     valid_tags = set(CONLL_LABELS)
     sentences, lines = [], []  # lines: the file line of each token of each sentence
     tokens, tags, where = [], [], []
-    with open(path, encoding="utf-8") as f:
+    with open_utf8(path) as f:
         for n, raw in enumerate(f, start=1):
             line = raw.rstrip("\n").rstrip("\r")
             if line.startswith("-DOCSTART-"):

@@ -72,6 +72,14 @@ def _pooling_from_st_config(folder: Path) -> str | None:
     return None
 
 
+def _normalize_from_st_config(folder: Path) -> bool:
+    """Whether a sentence-transformers folder ends in a ``Normalize`` module (``modules.json``)."""
+    path = folder / "modules.json"
+    if not path.is_file():
+        return False
+    return any(m.get("type", "").endswith(".Normalize") for m in json.loads(path.read_text()))
+
+
 class SentenceTransformer(nn.Module):
     """A transformer backbone with pooling, giving one fixed-length embedding per sentence.
 
@@ -103,19 +111,25 @@ class SentenceTransformer(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | None = None, pooling: str | None = None,
-                        normalize: bool = False, max_seq_length: int = 384,
+                        normalize: bool | None = None, max_seq_length: int = 384,
                         attention: str = "sdpa") -> "SentenceTransformer":
-        """Load a backbone from a hub id or local folder (see ``mtst.assets.resolve_model``).
+        """Load a backbone from a hub id or local folder (see ``mtst.assets.resolve_model``), in
+        eval mode, as transformers and sentence-transformers do.
 
-        The pooling mode defaults to the folder's sentence-transformers config, else ``mean``.
+        ``pooling`` and ``normalize`` default to the folder's sentence-transformers config
+        (``1_Pooling``, a ``Normalize`` module in ``modules.json``), else ``mean`` and no
+        normalisation; so ``encode()`` returns what sentence-transformers returns from the folder.
         """
         source = resolve_model(name_or_path)
         logger.info("loading backbone from %s", source)
         tokenizer = AutoTokenizer.from_pretrained(source)
         backbone = AutoModel.from_pretrained(source, dtype=torch.float32, add_pooling_layer=False)
+        folder = Path(source) if Path(source).is_dir() else None
         if pooling is None:
-            pooling = _pooling_from_st_config(Path(source)) if Path(source).is_dir() else None
-        return cls(backbone, tokenizer, pooling or "mean", normalize, max_seq_length, attention)
+            pooling = _pooling_from_st_config(folder) if folder else None
+        if normalize is None:
+            normalize = _normalize_from_st_config(folder) if folder else False
+        return cls(backbone, tokenizer, pooling or "mean", normalize, max_seq_length, attention).eval()
 
     @property
     def hidden_size(self) -> int:
@@ -137,7 +151,6 @@ class SentenceTransformer(nn.Module):
         """Sub-token ids of ``texts``, truncated to ``max_length`` (default ``max_seq_length``)."""
         return tokenize_texts(self.tokenizer, texts, max_length or self.max_seq_length)
 
-    @torch.inference_mode()
     def encode(self, sentences: str | Sequence[str], batch_size: int = 32, normalize: bool | None = None,
                convert_to: str = "numpy", show_progress_bar: bool | None = None,
                autocast_dtype: torch.dtype | None = None):
@@ -159,34 +172,44 @@ class SentenceTransformer(nn.Module):
         """
         single = isinstance(sentences, str)
         texts = [sentences] if single else list(sentences)
-        normalize = self.normalize if normalize is None else normalize
         if convert_to not in ("numpy", "tensor", "list"):
             raise ValueError(f"convert_to must be numpy, tensor or list, got {convert_to!r}")
         tokens = self.tokenize(texts)
         if any(tokens.truncated):
             logger.info("%d of %d sentences truncated to %d tokens", sum(tokens.truncated), len(texts),
                         tokens.max_length)
-        order = np.argsort([-len(ids) for ids in tokens.input_ids], kind="stable")
-        was_training = self.training
-        self.eval()
-        device = self.device
-        out = torch.empty((len(texts), self.hidden_size), dtype=torch.float32)
-        show = len(texts) > 256 if show_progress_bar is None else show_progress_bar
-        # disable=None: the bar shows only on a terminal (not in logs or saved notebooks)
-        for start in tqdm(range(0, len(texts), batch_size), desc="encode", disable=None if show else True):
-            rows = order[start:start + batch_size]
-            input_ids, mask = pad_batch([tokens.input_ids[i] for i in rows], self.tokenizer.pad_token_id)
-            # On the CPU the linears multiply by oneDNN-packed weights: same math, faster (bench/encode.py).
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None), \
-                    packed_linears(self.backbone, enabled=device.type == "cpu"):
-                emb = self(input_ids.to(device), mask.to(device))["sentence_embedding"]
-            emb = emb.float()
-            if normalize:
-                emb = F.normalize(emb, p=2, dim=-1)
-            out[torch.as_tensor(rows)] = emb.cpu()
-        self.train(was_training)
+        out = self.encode_ids(tokens.input_ids, batch_size, normalize, show_progress_bar, autocast_dtype)
         if single:
             out = out[0]
         if convert_to == "numpy":
             return out.numpy()
         return out if convert_to == "tensor" else out.tolist()
+
+    @torch.inference_mode()
+    def encode_ids(self, input_ids: Sequence[Sequence[int]], batch_size: int = 32, normalize: bool | None = None,
+                   show_progress_bar: bool | None = None, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``encode`` for sentences already tokenised (``tokenize(...).input_ids``): ``(N, H)`` on the CPU."""
+        normalize = self.normalize if normalize is None else normalize
+        order = np.argsort([-len(ids) for ids in input_ids], kind="stable")
+        # Dropout off for encoding; afterwards every module returns to its own mode (a partly
+        # frozen model in training has some modules in eval mode).
+        modes = [(m, m.training) for m in self.modules()]
+        self.eval()
+        device = self.device
+        out = torch.empty((len(input_ids), self.hidden_size), dtype=torch.float32)
+        show = len(input_ids) > 256 if show_progress_bar is None else show_progress_bar
+        # disable=None: the bar shows only on a terminal (not in logs or saved notebooks)
+        for start in tqdm(range(0, len(input_ids), batch_size), desc="encode", disable=None if show else True):
+            rows = order[start:start + batch_size]
+            batch, mask = pad_batch([input_ids[i] for i in rows], self.tokenizer.pad_token_id)
+            # On the CPU the linears multiply by oneDNN-packed weights: same math, faster (bench/encode.py).
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None), \
+                    packed_linears(self.backbone, enabled=device.type == "cpu"):
+                emb = self(batch.to(device), mask.to(device))["sentence_embedding"]
+            emb = emb.float()
+            if normalize:
+                emb = F.normalize(emb, p=2, dim=-1)
+            out[torch.as_tensor(rows)] = emb.cpu()
+        for module, training in modes:
+            module.training = training
+        return out

@@ -1,6 +1,7 @@
 """One call from configs to a finished, recorded run: data, model, fit (or probe), test metrics."""
 
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -8,21 +9,26 @@ from pathlib import Path
 import torch
 
 from . import distributed as dist
-from .assets import MODEL_SHA256, is_verified, sha256_file
+from .assets import MODEL_SHA256, is_verified, resolve_model, sha256_file
 from .config import DataConfig, ModelConfig, TrainConfig
 from .data import load_ag_news, load_conll
 from .features import classification_features, ner_features
+from .freezing import prefix_layers
 from .model import MultiTaskSentenceTransformer
-from .runs import RunRecorder, environment, plot_confusion, plot_losses
-from .train import BEST, TaskSplits, evaluate, fit, resolve_device
+from .runs import RunRecorder, environment, jsonable, plot_confusion, plot_losses
+from .train import BEST, LAST, TaskSplits, autocast_dtype, cache_prefix, evaluate, fit, resolve_device
 
 logger = logging.getLogger(__name__)
 
 TINY_MODEL = "mtst:tiny"  # model_name that builds the tiny random MPNet (smoke runs, CI)
 
 
-def build_model(cfg: ModelConfig, seed: int, cache_dir="cache") -> MultiTaskSentenceTransformer:
-    """The encoder from ``cfg.model_name`` (or the tiny test model) with seeded fresh heads."""
+def build_model(cfg: ModelConfig, seed: int, cache_dir="cache", init_from=None) -> MultiTaskSentenceTransformer:
+    """The encoder from ``cfg.model_name`` (or the tiny test model) with seeded fresh heads, or the
+    saved model ``init_from``.
+    """
+    if init_from:
+        return MultiTaskSentenceTransformer.from_pretrained(init_from)
     if cfg.model_name == TINY_MODEL:
         from .tiny import build_tiny_model
 
@@ -35,16 +41,16 @@ def build_model(cfg: ModelConfig, seed: int, cache_dir="cache") -> MultiTaskSent
     return MultiTaskSentenceTransformer.from_config(cfg)
 
 
-def _save_artifact(model: MultiTaskSentenceTransformer, cfg: ModelConfig, folder: Path) -> None:
-    """The encoder stayed frozen, so the heads alone (a few KB) plus the base model reproduce the
-    model; the base model's weights checksum travels with them.
+def save_artifact(model: MultiTaskSentenceTransformer, cfg: ModelConfig, folder: Path, tiny_folder=None) -> None:
+    """The shipped form of a trained model: heads plus the encoder's delta on top of the base model,
+    whose weights checksum travels with them (``MultiTaskSentenceTransformer.save_artifact``).
     """
-    source = Path(model.encoder.backbone.config.name_or_path)
+    source = Path(resolve_model(cfg.model_name) if cfg.model_name != TINY_MODEL else tiny_folder)
     sha = None
     if source.is_dir():  # the verified default base already carries its checksum: no re-hash
         sha = MODEL_SHA256 if is_verified(source) else sha256_file(source / "model.safetensors")
     base = cfg.model_name if cfg.model_name != TINY_MODEL else str(source)
-    model.save_heads(folder, base_model=base, base_sha256=sha)
+    model.save_artifact(folder, base_model=base, base_sha256=sha, base_folder=source)
 
 
 def build_task_data(model: MultiTaskSentenceTransformer, data_cfg: DataConfig) -> tuple[dict[str, TaskSplits], dict]:
@@ -68,13 +74,29 @@ def build_task_data(model: MultiTaskSentenceTransformer, data_cfg: DataConfig) -
     return data, record
 
 
+def same_config(record_dir: Path, configs: dict) -> bool:
+    """Whether ``record_dir`` holds the record of a run with exactly this configuration."""
+    path = record_dir / "config.json"
+    return path.is_file() and json.loads(path.read_text()) == json.loads(json.dumps(configs, default=jsonable))
+
+
+def finished_run(run_dir: Path, record_dir: Path, configs: dict) -> dict | None:
+    """The metrics of a finished run with exactly this configuration, if its checkpoint is here."""
+    metrics = record_dir / "metrics.json"
+    if (run_dir / BEST).is_dir() and metrics.is_file() and same_config(record_dir, configs):
+        return json.loads(metrics.read_text())
+    return None
+
+
 def run_experiment(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, name: str,
                    runs_dir="runs", record_dir=None, cache_dir="cache", resume: bool = False,
-                   profile: str | None = None) -> dict:
+                   profile: str | None = None, reuse: bool = False) -> dict:
     """Train, pick the best epoch on validation, score it on the official test sets, record it all.
 
     Checkpoints go to ``runs_dir/name``; the record (config, environment, history, metrics, plots)
-    to ``record_dir`` (default: the same folder).
+    to ``record_dir`` (default: the same folder). With ``reuse``, a run this checkout already
+    finished with the same configuration (its checkpoint in ``run_dir``, its record in
+    ``record_dir``) is returned instead of trained again, and an interrupted one is resumed.
 
     Returns:
         The metrics written to ``metrics.json``.
@@ -84,22 +106,24 @@ def run_experiment(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: Trai
     record_dir = Path(record_dir) if record_dir else run_dir
     device = resolve_device(train_cfg.device)
     start = time.perf_counter()
-    model = build_model(model_cfg, train_cfg.seed, cache_dir)
+    model = build_model(model_cfg, train_cfg.seed, cache_dir, train_cfg.init_from)
     data, data_record = build_task_data(model, data_cfg)
     configs = {"name": name, "profile": profile, "model": model_cfg, "data": data_cfg, "train": train_cfg,
                **data_record}
+    if reuse and (done := finished_run(run_dir, record_dir, configs)):
+        logger.info("%s: reusing the finished run in %s (delete it to train again)", name, run_dir)
+        return done
+    if reuse and (run_dir / LAST).is_file() and same_config(record_dir, configs):
+        logger.info("%s: resuming the interrupted run in %s", name, run_dir)
+        resume = True
     recorder = RunRecorder(record_dir, configs, device, resume) if dist.is_main() else None
 
-    if train_cfg.freeze == "linear_probe":
-        from .probe import fit_probe
-
-        history, test = fit_probe(model, data, train_cfg, run_dir, Path(cache_dir) / "features", recorder)
-    else:
-        history = fit(model, data, train_cfg, run_dir, resume=resume, recorder=recorder)
-        if history.interrupted:
-            return {"interrupted": True, "step": history.steps[-1]["step"] if history.steps else 0}
-        best = MultiTaskSentenceTransformer.from_pretrained(run_dir / BEST).to(device)
-        test = evaluate(best, {t: d.test for t, d in data.items()}, train_cfg.eval_batch_size, train_cfg.precision)
+    history = fit(model, data, train_cfg, run_dir, resume=resume, recorder=recorder,
+                  cache_dir=Path(cache_dir) / "prefix")
+    if history.interrupted:
+        return {"interrupted": True, "step": history.steps[-1]["step"] if history.steps else 0}
+    best = MultiTaskSentenceTransformer.from_pretrained(run_dir / BEST).to(device)
+    test = evaluate(best, {t: d.test for t, d in data.items()}, train_cfg.eval_batch_size, train_cfg.precision)
     if not dist.is_main():
         return {}
     best_val = next(e for e in history.epochs if e["epoch"] == history.best_epoch)
@@ -107,18 +131,19 @@ def run_experiment(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: Trai
     metrics = {
         "name": name, "profile": profile, "device": str(device),
         "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else environment()["cpu"],
-        "wall_seconds": wall, "cold_wall_seconds": wall + (history.encode_seconds if history.features_cached else 0),
-        "epochs_run": len(history.epochs),
-        "best_epoch": history.best_epoch, "stopped_early": history.stopped_early,
-        "freeze": train_cfg.freeze, **data_record,
-        # A probe reading cached features skips the encoder: its cold wall time adds the encoding
-        # time measured when the cache was built.
-        "features_cached": history.features_cached, "encode_seconds": history.encode_seconds,
+        "precision": str(autocast_dtype(device, train_cfg.precision) or torch.float32).removeprefix("torch."),
+        # Everything from building the model to the test scores, measured in this one process (a
+        # resumed run: from the resume on; resumed_at_step says so).
+        "wall_seconds": wall, "resumed_at_step": history.resumed_at_step,
+        "train_seconds": sum(e["seconds"] for e in history.epochs), "prefix_seconds": history.prefix_seconds,
+        "prefix_from_cache": history.prefix_from_cache,
+        "epochs_run": len(history.epochs), "best_epoch": history.best_epoch,
+        "stopped_early": history.stopped_early, "freeze": train_cfg.freeze,
+        "trainable_layers": train_cfg.trainable_layers, **data_record,
         "val": best_val, "test": {"cls": test["cls"], "ner": test["ner"]},
     }
-    if train_cfg.freeze in ("linear_probe", "backbone"):
-        _save_artifact(model, model_cfg, record_dir / "artifact")
-        metrics["artifact"] = str(record_dir / "artifact")
+    save_artifact(best, model_cfg, record_dir / "artifact", Path(cache_dir) / "tiny-mpnet")
+    metrics["artifact"] = str(record_dir / "artifact")
     recorder.write_json("metrics.json", metrics)
     plot_losses(history.steps, history.epochs, record_dir / "loss_plot.png", title=name)
     plot_confusion(test["cls"]["confusion_matrix"], model.class_labels, record_dir / "confusion_matrix.png")
@@ -126,3 +151,26 @@ def run_experiment(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: Trai
                 test["cls"]["accuracy"], test["ner"]["entity_f1"], test["ner"]["token_accuracy"])
     return metrics
 
+
+
+def rescore(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, name: str, runs_dir="runs",
+            record_dir=None, cache_dir="cache") -> dict:
+    """Score a finished run's best checkpoint again with this version's ``evaluate()`` (after a
+    change to the metrics or the decoding), on validation and test; ``metrics.json`` keeps the
+    earlier test scores under ``rescored.previous_test``.
+    """
+    run_dir = Path(runs_dir) / name
+    record_dir = Path(record_dir) if record_dir else run_dir
+    metrics = json.loads((record_dir / "metrics.json").read_text())
+    device = resolve_device(train_cfg.device)
+    best = MultiTaskSentenceTransformer.from_pretrained(run_dir / BEST).to(device)
+    data, _ = build_task_data(best, data_cfg)
+    cache_prefix(best, data, prefix_layers(best, train_cfg), train_cfg.precision, Path(cache_dir) / "prefix",
+                 train_cfg.eval_batch_size)
+    val = evaluate(best, {t: d.val for t, d in data.items()}, train_cfg.eval_batch_size, train_cfg.precision)
+    test = evaluate(best, {t: d.test for t, d in data.items()}, train_cfg.eval_batch_size, train_cfg.precision)
+    metrics["rescored"] = {"time_utc": environment()["time_utc"], "previous_test": metrics["test"],
+                           "val": {"cls": val["cls"], "ner": val["ner"]}}
+    metrics["test"] = {"cls": test["cls"], "ner": test["ner"]}
+    (record_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=jsonable) + "\n")
+    return metrics

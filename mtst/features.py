@@ -11,6 +11,33 @@ import torch
 
 from .data import IGNORE_INDEX, TaggedSentence, TextExample, to_coarse
 from .encoder import pad_batch, tokenize_texts
+from .prefix import PrefixStates
+
+# Word shapes for the NER head: all-mpnet-base-v2 lowercases its input, so capital letters (the
+# strongest single cue for a name) never reach the encoder; the head gets them from here.
+SHAPES = ("special", "lower", "Title", "UPPER", "miXed", "digit", "other")
+
+
+def word_shape(word: str) -> int:
+    """Index into ``SHAPES`` of one word's casing class."""
+    if any(c.isdigit() for c in word):
+        return SHAPES.index("digit")
+    letters = [c for c in word if c.isalpha()]
+    if not letters:
+        return SHAPES.index("other")
+    if all(c.islower() for c in letters):
+        return SHAPES.index("lower")
+    if all(c.isupper() for c in letters):
+        return SHAPES.index("UPPER")
+    if letters[0].isupper() and all(c.islower() for c in letters[1:]):
+        return SHAPES.index("Title")
+    return SHAPES.index("miXed")
+
+
+def shape_ids(word_ids: Sequence[int | None], words: Sequence[str]) -> list[int]:
+    """Each sub-token gets the shape of its word; special tokens get ``special`` (0)."""
+    shapes = [word_shape(w) for w in words]
+    return [0 if wid is None else shapes[wid] for wid in word_ids]
 
 
 @dataclass
@@ -28,6 +55,8 @@ class TaskFeatures:
     word_ids: list[list[int | None]] | None = None
     word_labels: list[list[int]] | None = None  # NER gold per word, whole sentence (even if truncated)
     truncated: int = 0
+    shapes: list[list[int]] | None = None  # NER: each sub-token's word shape (``shape_ids``)
+    prefix: PrefixStates | None = None  # the frozen bottom's cached states, when training uses them
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -66,9 +95,10 @@ def ner_features(tokenizer, sentences: Sequence[TaggedSentence], labels: Sequenc
     index = {label: i for i, label in enumerate(labels)}
     enc = tokenizer([list(s.tokens) for s in sentences], is_split_into_words=True, truncation=True,
                     max_length=max_length)
-    input_ids, aligned, word_ids, word_labels, truncated = [], [], [], [], 0
+    input_ids, aligned, word_ids, word_labels, shapes, truncated = [], [], [], [], [], 0
     for i, sentence in enumerate(sentences):
         wids = enc.word_ids(i)
+        shapes.append(shape_ids(wids, sentence.tokens))
         tags = to_coarse(sentence.tags) if coarse else sentence.tags
         word_labels.append([index[t] for t in tags])
         aligned.append(align_labels(wids, word_labels[-1]))
@@ -76,21 +106,29 @@ def ner_features(tokenizer, sentences: Sequence[TaggedSentence], labels: Sequenc
         input_ids.append(enc["input_ids"][i])
         kept = {w for w in wids if w is not None}
         truncated += len(kept) < len(sentence.tokens)
-    return TaskFeatures("ner", input_ids, aligned, word_ids, word_labels, truncated)
+    return TaskFeatures("ner", input_ids, aligned, word_ids, word_labels, truncated, shapes)
 
 
 def collate(features: TaskFeatures, rows: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
     """A padded batch of the given rows: ``input_ids``, ``attention_mask`` (B, T) and ``labels``
-    ((B,) for classification, (B, T) padded with ``IGNORE_INDEX`` for NER).
+    ((B,) for classification, (B, T) padded with ``IGNORE_INDEX`` for NER); for NER also
+    ``shape_ids`` (B, T); with cached prefix states also ``states`` (B, T, H).
     """
     input_ids, attention_mask = pad_batch([features.input_ids[r] for r in rows], pad_id)
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
     if features.task == "ner":
-        labels = torch.full(input_ids.shape, IGNORE_INDEX, dtype=torch.long)
+        batch["labels"] = torch.full(input_ids.shape, IGNORE_INDEX, dtype=torch.long)
+        batch["shape_ids"] = torch.zeros(input_ids.shape, dtype=torch.long)
         for b, r in enumerate(rows):
-            labels[b, : len(features.labels[r])] = torch.tensor(features.labels[r])
+            batch["labels"][b, : len(features.labels[r])] = torch.tensor(features.labels[r])
+            if features.shapes is not None:
+                batch["shape_ids"][b, : len(features.shapes[r])] = torch.tensor(features.shapes[r])
     else:
-        labels = torch.tensor([features.labels[r] for r in rows], dtype=torch.long)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        batch["labels"] = torch.tensor([features.labels[r] for r in rows], dtype=torch.long)
+    if features.prefix is not None:
+        batch["states"] = features.prefix.batch(rows, input_ids.shape[1])
+        batch["start_layer"] = features.prefix.layers
+    return batch
 
 
 def bucket_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator | None = None,

@@ -12,11 +12,15 @@ from .assets import HUB_MODEL_ID, MODEL_SHA256, is_verified, resolve_model, veri
 from .config import ModelConfig
 from .data import AG_NEWS_LABELS, CONLL_LABELS, ner_labels
 from .encoder import SentenceTransformer
+from .features import SHAPES
+from .pooling import POOLERS
+from .prefix import run_layers
 
 logger = logging.getLogger(__name__)
 
 TASKS = ("cls", "ner")
 HEADS_FILE = "heads.safetensors"
+DELTA_FILE = "encoder_delta.safetensors"
 CONFIG_FILE = "mtst_config.json"
 
 
@@ -50,6 +54,26 @@ def save_encoder(encoder: SentenceTransformer, path) -> None:
     (path / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
 
 
+class NerHead(nn.Module):
+    """Token states (B, T, H), optionally joined to a learned embedding of each word's shape, to
+    label logits (B, T, L). With ``shape_dim=0`` it is the reference's single linear layer.
+    """
+
+    def __init__(self, hidden: int, n_labels: int, dropout: float = 0.1, shape_dim: int = 0):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.shape = nn.Embedding(len(SHAPES), shape_dim) if shape_dim else None
+        self.out = nn.Linear(hidden + shape_dim, n_labels)
+
+    def forward(self, states: torch.Tensor, shape_ids: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.dropout(states)
+        if self.shape is not None:
+            if shape_ids is None:
+                raise ValueError("this NER head reads word shapes: pass shape_ids (mtst.features.shape_ids)")
+            x = torch.cat([x, self.shape(shape_ids).to(x.dtype)], dim=-1)  # (B, T, H + shape_dim)
+        return self.out(x)
+
+
 class MultiTaskSentenceTransformer(nn.Module):
     """A shared encoder feeding a sentence-classification head and a token-classification head.
 
@@ -59,16 +83,17 @@ class MultiTaskSentenceTransformer(nn.Module):
     """
 
     def __init__(self, encoder: SentenceTransformer, class_labels=AG_NEWS_LABELS,
-                 ner_labels=CONLL_LABELS, head_dropout: float = 0.1):
+                 ner_labels=CONLL_LABELS, head_dropout: float = 0.1, ner_shape_dim: int = 0):
         super().__init__()
         self.encoder = encoder
         self.class_labels = tuple(class_labels)
         self.ner_labels = tuple(ner_labels)
         self.head_dropout = head_dropout
+        self.ner_shape_dim = ner_shape_dim
         hidden = encoder.hidden_size
         self.heads = nn.ModuleDict({
             "cls": nn.Sequential(nn.Dropout(head_dropout), nn.Linear(hidden, len(self.class_labels))),
-            "ner": nn.Sequential(nn.Dropout(head_dropout), nn.Linear(hidden, len(self.ner_labels))),
+            "ner": NerHead(hidden, len(self.ner_labels), head_dropout, ner_shape_dim),
         })
 
     @classmethod
@@ -76,34 +101,46 @@ class MultiTaskSentenceTransformer(nn.Module):
         """A fresh model: pretrained backbone, randomly initialised heads."""
         encoder = SentenceTransformer.from_pretrained(cfg.model_name, cfg.pooling, cfg.normalize,
                                                       cfg.max_seq_length, attention=cfg.attention)
-        return cls(encoder, AG_NEWS_LABELS, ner_labels(cfg.ner_scheme), cfg.head_dropout)
+        return cls(encoder, AG_NEWS_LABELS, ner_labels(cfg.ner_scheme), cfg.head_dropout, cfg.ner_shape_dim)
 
     @property
     def tokenizer(self):
         return self.encoder.tokenizer
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                tasks: tuple[str, ...] = TASKS) -> dict[str, torch.Tensor]:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, tasks: tuple[str, ...] = TASKS,
+                shape_ids: torch.Tensor | None = None, states: torch.Tensor | None = None,
+                start_layer: int = 0) -> dict[str, torch.Tensor]:
         """Encoder outputs plus the logits of each requested task.
+
+        Args:
+            shape_ids: (B, T) word shapes, for an NER head that reads them.
+            states: (B, T, H) cached output of the frozen embeddings and first ``start_layer``
+                layers (``mtst.prefix``); the encoder then runs only the layers above.
 
         Returns:
             ``sentence_embedding`` (B, H), ``token_embeddings`` (B, T, H), and per task
             ``cls`` (B, n_classes) and/or ``ner`` (B, T, n_ner_labels).
         """
-        out = self.encoder(input_ids, attention_mask)
+        if states is None:
+            out = self.encoder(input_ids, attention_mask)
+        else:
+            tokens = run_layers(self.encoder.backbone, states, attention_mask, start_layer)  # (B, T, H)
+            out = {"token_embeddings": tokens,
+                   "sentence_embedding": POOLERS[self.encoder.pooling](tokens, attention_mask)}
         if "cls" in tasks:
             out["cls"] = self.heads["cls"](out["sentence_embedding"])
         if "ner" in tasks:
-            out["ner"] = self.heads["ner"](out["token_embeddings"])
+            out["ner"] = self.heads["ner"](out["token_embeddings"], shape_ids)
         return out
 
     def config_dict(self) -> dict:
         return {
-            "format_version": 1,
+            "format_version": 2,
             "pooling": self.encoder.pooling,
             "normalize": self.encoder.normalize,
             "max_seq_length": self.encoder.max_seq_length,
             "head_dropout": self.head_dropout,
+            "ner_shape_dim": self.ner_shape_dim,
             "class_labels": list(self.class_labels),
             "ner_labels": list(self.ner_labels),
         }
@@ -116,32 +153,55 @@ class MultiTaskSentenceTransformer(nn.Module):
                   str(path / HEADS_FILE))
         (path / CONFIG_FILE).write_text(json.dumps(self.config_dict(), indent=2))
 
-    def save_heads(self, path, base_model: str = HUB_MODEL_ID, base_sha256: str | None = MODEL_SHA256) -> None:
-        """A small artifact for a model whose encoder is the unchanged base model: the heads and
-        labels only, with the base model's id and weights checksum (loaded by ``from_pretrained``).
+    def save_artifact(self, path, base_model: str = HUB_MODEL_ID, base_sha256: str | None = MODEL_SHA256,
+                      base_folder=None) -> None:
+        """A small artifact on top of the checksum-verified base model: the heads, the labels, and the
+        encoder's change from the base weights (only the tensors that changed, as fp16 differences;
+        none for a frozen encoder). ``from_pretrained`` rebuilds the model from base + delta.
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.heads.state_dict().items()},
                   str(path / HEADS_FILE))
-        config = {**self.config_dict(), "base_model": base_model, "base_model_sha256": base_sha256}
+        base = load_file(str(Path(base_folder or resolve_model(base_model)) / "model.safetensors"))
+        delta = {}
+        for name, value in self.encoder.backbone.state_dict().items():
+            reference = base.get(name, base.get(f"mpnet.{name}"))
+            if reference is None:
+                raise KeyError(f"{name} is not in the base model {base_model}")
+            if not torch.equal(value.cpu(), reference):
+                delta[name] = (value.detach().cpu().float() - reference.float()).half().contiguous()
+        (path / DELTA_FILE).unlink(missing_ok=True)
+        if delta:
+            save_file(delta, str(path / DELTA_FILE))
+        config = {**self.config_dict(), "base_model": base_model, "base_model_sha256": base_sha256,
+                  "encoder_delta_tensors": len(delta)}
         (path / CONFIG_FILE).write_text(json.dumps(config, indent=2))
 
     @classmethod
     def from_pretrained(cls, path) -> "MultiTaskSentenceTransformer":
-        """Load a folder written by ``save_pretrained`` or ``save_heads`` (no pickle anywhere)."""
+        """Load a folder written by ``save_pretrained`` or ``save_artifact`` (no pickle anywhere)."""
         path = Path(path)
         if not (path / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"{path} has no {CONFIG_FILE}; not a saved MultiTaskSentenceTransformer")
         cfg = json.loads((path / CONFIG_FILE).read_text())
         source = str(path)
-        if "base_model" in cfg:  # heads-only artifact on top of the base encoder
+        if "base_model" in cfg:  # artifact on top of the base encoder
             source = resolve_model(cfg["base_model"])
             sha = cfg.get("base_model_sha256")
             if sha and Path(source).is_dir() and not (sha == MODEL_SHA256 and is_verified(Path(source))):
                 verify_sha256(Path(source) / "model.safetensors", sha)
         encoder = SentenceTransformer.from_pretrained(source, cfg["pooling"], cfg["normalize"],
                                                       cfg["max_seq_length"])
-        model = cls(encoder, cfg["class_labels"], cfg["ner_labels"], cfg["head_dropout"])
-        model.heads.load_state_dict(load_file(str(path / HEADS_FILE)))
-        return model
+        if (path / DELTA_FILE).is_file():
+            params = encoder.backbone.state_dict()
+            with torch.no_grad():
+                for name, delta in load_file(str(path / DELTA_FILE)).items():
+                    params[name].add_(delta.float())
+        model = cls(encoder, cfg["class_labels"], cfg["ner_labels"], cfg["head_dropout"],
+                    cfg.get("ner_shape_dim", 0))
+        heads = load_file(str(path / HEADS_FILE))
+        if cfg.get("format_version", 1) == 1:  # the NER head was nn.Sequential(Dropout, Linear)
+            heads = {k.replace("ner.1.", "ner.out."): v for k, v in heads.items()}
+        model.heads.load_state_dict(heads)
+        return model.eval()

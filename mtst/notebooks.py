@@ -65,18 +65,26 @@ def execute_all(profile: str = "auto", folder=NOTEBOOKS, timeout: int | None = N
 
 
 class Setup:
-    """What a notebook needs: the profile's configs and where its runs and records go.
+    """What a notebook needs, in one call: quiet logs, the profile's configs, and where runs go.
 
-    Smoke runs (CI) write into a temporary folder so the committed results stay as they are.
+    ``MTST_PROFILE`` picks the profile (``smoke``: tiny model and fixtures, for CI; ``cpu``; ``gpu``).
+    Smoke runs write into a temporary folder so the committed results stay as they are.
     """
 
     def __init__(self, profile: str | None = None):
         import dataclasses
         import tempfile
+        import warnings
+
+        from transformers.utils import logging as hf_logging
 
         from .experiment import TINY_MODEL
         from .profiles import load_configs
 
+        warnings.filterwarnings("ignore")
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        logging.basicConfig(level=logging.WARNING)
         self.profile = profile or os.environ.get("MTST_PROFILE") or best_profile()
         self.root = NOTEBOOKS.parent
         self.model_cfg, self.data_cfg, self.train_cfg = load_configs(self.profile)
@@ -89,6 +97,21 @@ class Setup:
 
             tiny = build_tiny_model(self.cache_dir / "tiny-mpnet")
             self.model_cfg = dataclasses.replace(self.model_cfg, model_name=str(tiny))
+
+    @property
+    def headline_name(self) -> str:
+        """The headline run of this profile: its first seed."""
+        return f"{self.profile}-s{self.train_cfg.seed}"
+
+    def train_headline(self) -> dict:
+        """Train (or, when this checkout already finished it with the same config, reuse) the
+        headline seed; its record goes to ``results/runs/<profile>-s<seed>``.
+        """
+        from .experiment import run_experiment
+
+        return run_experiment(self.model_cfg, self.data_cfg, self.train_cfg, self.headline_name,
+                              runs_dir=self.runs_dir, record_dir=self.results_dir / "runs" / self.headline_name,
+                              cache_dir=self.cache_dir, profile=self.profile, reuse=True)
 
     def __repr__(self) -> str:
         return (f"Setup(profile={self.profile!r}, model={self.model_cfg.model_name!r}, "

@@ -1,88 +1,338 @@
-"""``python -m mtst report``: ``results/summary.json``, the tables of ``writeup.md`` and the top-level
-``loss_plot.png``, all generated from the run records under ``results/`` (nothing typed by hand).
+"""``python -m mtst report``: ``results/summary.json``, ``writeup.md`` (from ``docs/writeup.template.md``)
+and the top-level ``loss_plot.png``, all generated from the run records under ``results/runs`` and the
+cited figures in ``docs/anchors.json``. Nothing in the writeup is typed by hand.
+
+Runs named ``<group>-s<seed>`` form a seed group, reported as the mean and sample standard deviation
+over its finished seeds. The headline is the first group of ``HEADLINE_ORDER`` with a finished seed.
 """
 
 import json
+import re
 import shutil
+import statistics
 from pathlib import Path
 
-# Published anchors quoted in the writeup (not ours; cited there).
-ANCHORS = [
-    ("Reference design (this exercise), AG News 10% train", "AG News test accuracy", 0.9211),
-    ("Reference design (this exercise)", "CoNLL-2003 test token accuracy", 0.9790),
-    ("BERT-base, full AG News train (Sun et al. 2019)", "AG News test accuracy", 0.945),
-    ("XLNet-large, full AG News train (Yang et al. 2019)", "AG News test accuracy", 0.955),
-    ("BERT-base cased (Devlin et al. 2019)", "CoNLL-2003 test entity F1", 0.924),
-    ("HF run_ner, bert-base-cased", "CoNLL-2003 test entity F1", 0.9155),
-    ("HF run_ner, bert-base-cased", "CoNLL-2003 test token accuracy", 0.9831),
-]
-HEADLINE_ORDER = ("gpu-headline", "cpu-linear-probe", "smoke-headline")
+HEADLINE_ORDER = ("gpu", "cpu", "smoke")
+PLANNED_SEEDS = 3  # the protocol: every reported group runs three seeds
+SEEDED = re.compile(r"^(?P<group>.+)-s(?P<seed>\d+)$")
+AG_NEWS_OFFICIAL_TRAIN_ROWS = 120_000  # shared/data/PROVENANCE.md
+# summary.json key -> (label, path in metrics.json). Anchors name these keys, so ours is compared like for like.
+METRICS = {
+    "ag_news_test_accuracy": ("AG News test accuracy", ("test", "cls", "accuracy")),
+    "ag_news_test_macro_f1": ("AG News test macro-F1", ("test", "cls", "macro_f1")),
+    "conll_test_entity_f1": ("CoNLL-2003 test entity F1", ("test", "ner", "entity_f1")),
+    "conll_test_strict_entity_f1": ("CoNLL-2003 test strict entity F1", ("test", "ner", "strict_entity_f1")),
+    "conll_test_token_accuracy": ("CoNLL-2003 test token accuracy, 9 IOB2 labels", ("test", "ner", "token_accuracy")),
+    "conll_test_coarse_token_accuracy": ("CoNLL-2003 test token accuracy, 5 coarse labels",
+                                         ("test", "ner", "coarse_token_accuracy")),
+    "wall_seconds": ("wall seconds", ("wall_seconds",)),
+}
+SCORES = [k for k in METRICS if k != "wall_seconds"]
+
+
+def _read(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _get(d: dict, path: tuple):
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
 
 
 def load_runs(results: Path) -> dict[str, dict]:
+    """Every run folder under ``results/runs`` (nested ones too, e.g. ``task3/<name>``), keyed by its
+    path there: ``metrics`` (None while the run has not finished), ``config``, ``environment``, ``dir``."""
+    root = results / "runs"
     runs = {}
-    for path in sorted((results / "runs").glob("*/metrics.json")):
-        runs[path.parent.name] = json.loads(path.read_text())
+    for env in sorted(root.rglob("environment.json")):  # the recorder writes it first, artifacts never
+        folder = env.parent
+        runs[folder.relative_to(root).as_posix()] = {
+            "dir": folder, "metrics": _read(folder / "metrics.json"), "config": _read(folder / "config.json") or {},
+            "environment": _read(env)}
     return runs
 
 
+def seed_group(name: str, config: dict) -> tuple[str | None, int | None]:
+    """``("cpu", 42)`` for ``cpu-s42``; ``(None, None)`` for a run outside any seed group."""
+    match = SEEDED.match(name)
+    if not match:
+        return None, None
+    seed = int(match["seed"])
+    if config.get("train", {}).get("seed", seed) != seed:
+        raise ValueError(f"{name}: its config says train.seed={config['train']['seed']}, its name says {seed}")
+    return match["group"], seed
+
+
+def run_row(name: str, run: dict) -> dict:
+    """One finished run's entry in summary.json."""
+    m, config, env = run["metrics"], run["config"], run["environment"] or {}
+    group, seed = seed_group(name, config)
+    return {key: _get(m, path) for key, (_, path) in METRICS.items()} | {
+        "group": group, "seed": seed, "study": m.get("study"),
+        # written by the previous loop (before precision, prefix caching and coarse accuracy were recorded)
+        "legacy": "precision" not in m,
+        "ag_news_val_accuracy": m["val"]["val_cls_accuracy"], "conll_val_entity_f1": m["val"]["val_entity_f1"],
+        "profile": m.get("profile"), "device": m["device"], "device_name": m.get("device_name"),
+        "cpu_threads": env.get("cpu_threads"), "torch": env.get("packages", {}).get("torch"),
+        "precision": m.get("precision"), "freeze": m.get("freeze"), "trainable_layers": m.get("trainable_layers"),
+        "epochs_run": m["epochs_run"], "epochs_configured": _get(config, ("train", "epochs")),
+        "best_epoch": m["best_epoch"], "stopped_early": m["stopped_early"],
+        "resumed_at_step": m.get("resumed_at_step"), "prefix_seconds": m.get("prefix_seconds"),
+        # Older records lack the flag: a prefix "built" in under a minute was read from a cache.
+        "prefix_from_cache": m.get("prefix_from_cache", (m.get("prefix_seconds") or 0) < 60),
+        "train_seconds": m.get("train_seconds"),
+        "train_rows": m["train_rows"], "val_rows": m["val_rows"], "test_rows": m["test_rows"],
+        "ag_news_train_file": m["sources"]["ag_news_train"]["file"].split("/")[-1],
+    }
+
+
+def _mean_std(values: list) -> tuple[float | None, float | None]:
+    if not values or any(v is None for v in values):
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def group_stats(names: list[str], rows: dict, unfinished: list[int]) -> dict:
+    """Mean and sample standard deviation over a group's finished seeds, and the per-seed values."""
+    names = sorted(names, key=lambda n: (rows[n]["seed"] or 0, n))
+    stats = {k: _mean_std([rows[n][k] for n in names]) for k in METRICS}
+    return {"n": len(names), "planned": max(PLANNED_SEEDS, len(names) + len(unfinished)),
+            "seeds": [rows[n]["seed"] for n in names], "runs": names, "unfinished_seeds": sorted(unfinished),
+            "mean": {k: v[0] for k, v in stats.items()}, "std": {k: v[1] for k, v in stats.items()},
+            "per_seed": {str(rows[n]["seed"]): {k: rows[n][k] for k in METRICS} for n in names}}
+
+
 def summarize(runs: dict[str, dict]) -> dict:
-    headline = next((name for name in HEADLINE_ORDER if name in runs), None)
-    out = {"generated_by": "python -m mtst report", "headline": headline, "runs": {}}
-    for name, m in runs.items():
-        out["runs"][name] = {
-            "ag_news_test_accuracy": m["test"]["cls"]["accuracy"],
-            "ag_news_test_macro_f1": m["test"]["cls"]["macro_f1"],
-            "conll_test_entity_f1": m["test"]["ner"]["entity_f1"],
-            "conll_test_strict_entity_f1": m["test"]["ner"]["strict_entity_f1"],
-            "conll_test_token_accuracy": m["test"]["ner"]["token_accuracy"],
-            "ag_news_val_accuracy": m["val"]["val_cls_accuracy"],
-            "conll_val_entity_f1": m["val"]["val_entity_f1"],
-            # cold: as on a fresh machine (a probe that read cached features adds their encoding time)
-            "device": m["device"], "device_name": m.get("device_name"),
-            "wall_seconds": m.get("cold_wall_seconds", m["wall_seconds"]),
-            "freeze": m.get("freeze"), "profile": m.get("profile"), "best_epoch": m["best_epoch"],
-            "train_rows": m["train_rows"], "val_rows": m["val_rows"], "test_rows": m["test_rows"],
-            "ag_news_train_file": m["sources"]["ag_news_train"]["file"].split("/")[-1],
-        }
-    if not any(r["device"].startswith("cuda") for r in out["runs"].values()):
+    rows = {name: run_row(name, run) for name, run in runs.items() if run["metrics"]}
+    members, unfinished = {}, {}
+    for name, row in rows.items():
+        if row["group"] is not None and not row["legacy"]:
+            members.setdefault(row["group"], []).append(name)
+    for name, run in runs.items():
+        group, seed = seed_group(name, run["config"])
+        if run["metrics"] is None and group is not None:
+            unfinished.setdefault(group, []).append(seed)
+    groups = {g: group_stats(names, rows, unfinished.get(g, [])) for g, names in sorted(members.items())}
+    out = {"generated_by": "python -m mtst report",
+           "headline": next((g for g in HEADLINE_ORDER if g in groups), None),
+           "groups": groups, "runs": rows, "unfinished": sorted(n for n, r in runs.items() if not r["metrics"])}
+    if not any(r["device"].startswith("cuda") for r in rows.values()):
         out["gpu_runs"] = "not run yet: no GPU was available to the sessions that produced these results"
     return out
 
+
+# ---- writeup pieces --------------------------------------------------------------------------------
 
 def _pct(x) -> str:
     return "–" if x is None else f"{100 * x:.2f}"
 
 
-def results_table(summary: dict) -> str:
-    lines = ["| run | strategy | AG train / val / test rows | AG test acc | AG test macro-F1 | AG val acc "
-             "| CoNLL test entity F1 | strict F1 | CoNLL test token acc | CoNLL val entity F1 | wall s | device |",
+def _pm(group: dict, key: str) -> str:
+    """``mean ± std`` of one metric over a group's seeds, in percent (seconds for wall time)."""
+    mean, std = group["mean"][key], group["std"][key]
+    fmt = (lambda v: f"{v:.0f}") if key == "wall_seconds" else _pct
+    if mean is None:
+        return "–"
+    return fmt(mean) if std is None else f"{fmt(mean)} ± {fmt(std)}"
+
+
+def seeds_sentence(name: str, group: dict) -> str:
+    seeds = ", ".join(map(str, group["seeds"]))
+    if group["n"] >= group["planned"]:
+        return f"`{name}`: mean ± sample standard deviation over {group['n']} seeds ({seeds})"
+    missing = f"; not finished: {', '.join(map(str, group['unfinished_seeds']))}" if group["unfinished_seeds"] else ""
+    if group["n"] == 1:
+        return (f"`{name}`: only 1 of {group['planned']} seeds has finished (seed {seeds}{missing}); "
+                "single-run values, no spread yet")
+    return (f"`{name}`: only {group['n']} of {group['planned']} seeds have finished ({seeds}{missing}); "
+            f"mean ± sample standard deviation over those {group['n']}")
+
+
+def groups_table(summary: dict, names) -> str:
+    lines = ["| group | seeds | AG test acc | AG test macro-F1 | CoNLL entity F1 | strict F1 | token acc (9 labels) "
+             "| token acc (5 coarse) | wall s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name in names:
+        g = summary["groups"][name]
+        label = f"**{name}**" if name == summary["headline"] else name
+        lines.append(f"| {label} | {g['n']} of {g['planned']} | " + " | ".join(_pm(g, k) for k in METRICS) + " |")
+    return "\n".join(lines)
+
+
+def runs_table(summary: dict, names) -> str:
+    lines = ["| run | trainable layers | precision | epochs run / configured | AG test acc | AG val acc "
+             "| CoNLL entity F1 | strict F1 | token acc (9 labels) | token acc (5 coarse) | wall s | device |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name, r in sorted(summary["runs"].items(), key=lambda kv: kv[0] != summary["headline"]):
-        rows = f'{r["train_rows"]["ag_news"]} / {r["val_rows"]["ag_news"]} / {r["test_rows"]["ag_news"]}'
-        lines.append(f'| {"**" + name + "**" if name == summary["headline"] else name} | {r["freeze"]} | {rows} '
-                     f'| {_pct(r["ag_news_test_accuracy"])} | {_pct(r["ag_news_test_macro_f1"])} '
-                     f'| {_pct(r["ag_news_val_accuracy"])} | {_pct(r["conll_test_entity_f1"])} '
-                     f'| {_pct(r["conll_test_strict_entity_f1"])} | {_pct(r["conll_test_token_accuracy"])} '
-                     f'| {_pct(r["conll_val_entity_f1"])} | {r["wall_seconds"]:.0f} | {r["device_name"]} |')
+    for name in names:
+        r = summary["runs"][name]
+        layers = "all" if r["trainable_layers"] is None else r["trainable_layers"]
+        lines.append(f'| {name} | {layers} | {r["precision"]} | {r["epochs_run"]} / {r["epochs_configured"]} '
+                     f'| {_pct(r["ag_news_test_accuracy"])} | {_pct(r["ag_news_val_accuracy"])} '
+                     f'| {_pct(r["conll_test_entity_f1"])} | {_pct(r["conll_test_strict_entity_f1"])} '
+                     f'| {_pct(r["conll_test_token_accuracy"])} | {_pct(r["conll_test_coarse_token_accuracy"])} '
+                     f'| {r["wall_seconds"]:.0f} | {r["device_name"]} |')
     return "\n".join(lines)
 
 
-def per_type_table(metrics: dict) -> str:
+def _by_seed(rows: list[dict], fmt=str) -> str:
+    """One value when every seed agrees, else each seed's."""
+    values = [fmt(r) for r in rows]
+    if len(set(values)) == 1:
+        return values[0] + (" (every seed)" if len(rows) > 1 else "")
+    return ", ".join(f"{v} (seed {r['seed']})" for v, r in zip(values, rows))
+
+
+def _flat(config: dict) -> dict:
+    return {f"{s}.{k}": v for s in ("model", "data", "train") for k, v in config.get(s, {}).items()
+            if k != "seed"}
+
+
+def _prefix_time(r: dict) -> str:
+    if r["prefix_seconds"] is None:
+        return "–"
+    if r["prefix_from_cache"]:
+        return f"{r['prefix_seconds']:.0f} s (read from the cache an earlier run built; building it is not included)"
+    return f"{r['prefix_seconds']:.0f} s"
+
+
+def training_facts(summary: dict, runs: dict) -> str:
+    """How the headline was trained, read from its records: config.json, metrics.json, environment.json."""
+    group = summary["groups"][summary["headline"]]
+    rows = [summary["runs"][n] for n in group["runs"]]
+    configs = [runs[n]["config"] for n in group["runs"]]
+    model, data, train = configs[0]["model"], configs[0]["data"], configs[0]["train"]
+    k = train["trainable_layers"]
+    if k is None:
+        encoder = f"`{model['model_name']}`: every layer and the embeddings train"
+    elif k == 0:
+        encoder = f"`{model['model_name']}` frozen: the heads train on its cached states"
+    else:
+        encoder = (f"`{model['model_name']}`: the top {k} encoder layers train; the embeddings and the layers "
+                   "below run once over the data and are cached")
+    ner = "dropout + one linear layer on each token state"
+    if model.get("ner_shape_dim"):
+        ner += f", joined with a {model['ner_shape_dim']}-dim learned word-shape (casing) embedding"
+    sampling = f"`{train['sampling']}`" + (" (each step: one AG News batch and one CoNLL batch, losses summed)"
+                                           if train["sampling"] == "both" else "")
+    facts = [
+        ("runs", ", ".join(group["runs"]) + (f" (profile `{rows[0]['profile']}`)" if rows[0]["profile"] else "")),
+        ("encoder", encoder),
+        ("Task 3 strategy", f"`{train['freeze']}`"),
+        ("topic head", f"dropout + one linear layer on the {model['pooling']}-pooled sentence embedding"),
+        ("NER head", ner + f"; labels: `{model['ner_scheme']}`"),
+        ("task sampling", sampling + f"; loss weighting `{train['loss_weighting']}`"),
+        ("batch size", f"{train['batch_size']} per task (evaluation {train['eval_batch_size']})"),
+        ("learning rates", f"encoder {train['lr']:g}, heads {train['head_lr']:g}; warm-up ratio "
+                           f"{train['warmup_ratio']:g}, then linear decay; weight decay {train['weight_decay']:g}; "
+                           f"layer-wise decay {train['layer_lr_decay']:g}; gradient clip {train['grad_clip']:g}"),
+        ("max length", f"{data['max_length']} sub-tokens"),
+        ("epochs run", _by_seed(rows, lambda r: f"{r['epochs_run']} of {r['epochs_configured']} configured")),
+        ("early stopping", f"patience {train['patience']} epochs on `{train['monitor']}`; stopped early: "
+                           + _by_seed(rows, lambda r: "yes" if r["stopped_early"] else "no")),
+        ("best epoch", _by_seed(rows, lambda r: str(r["best_epoch"]))),
+        ("precision", _by_seed(rows, lambda r: r["precision"]) + f"; config `{train['precision']}`"),
+        ("device", _by_seed(rows, lambda r: f"{r['device_name']}, {r['cpu_threads']} threads, torch {r['torch']}")),
+        ("wall time", f"{_pm(group, 'wall_seconds')} s per seed, one process from building the model to the "
+                      "test scores; of it, caching the frozen prefix: "
+                      + _by_seed(rows, _prefix_time)
+                      + ", epochs: " + _by_seed(rows, lambda r: f"{r['train_seconds']:.0f} s")),
+    ]
+    resumed = [r for r in rows if r["resumed_at_step"]]
+    if resumed:
+        facts.append(("resumed", ", ".join(f"seed {r['seed']} at step {r['resumed_at_step']} (its wall time "
+                                           "counts from the resume)" for r in resumed)))
+    flat = [_flat(c) for c in configs]
+    differ = sorted(key for key in flat[0] if any(f.get(key) != flat[0][key] for f in flat[1:]))
+    if differ:
+        facts.append(("config differs between seeds", ", ".join(f"`{key}`" for key in differ)))
+    return "\n".join(["| | |", "| --- | --- |"] + [f"| {a} | {b} |" for a, b in facts])
+
+
+def data_facts(summary: dict, runs: dict) -> str:
+    name = summary["groups"][summary["headline"]]["runs"][0]
+    m, data = runs[name]["metrics"], runs[name]["config"]["data"]
+    source, train, val, test = m["sources"]["ag_news_train"], m["train_rows"], m["val_rows"], m["test_rows"]
+    subset = (f"AG News training rows come from `{source['file'].split('/')[-1]}`, a {source['rows']:,}-row subset "
+              f"of the official {AG_NEWS_OFFICIAL_TRAIN_ROWS:,}-row train split (see `shared/data/PROVENANCE.md`)")
+    if data["ag_train_fraction"] is None:
+        sample = "the run uses all of it"
+    else:
+        sample = (f"as the reference protocol does, the run samples {data['ag_train_fraction']:.0%} of "
+                  f"{AG_NEWS_OFFICIAL_TRAIN_ROWS:,} rows from it (stratified, seeded)")
+    return (f"{subset}; {sample} and splits them into {train['ag_news']:,} train / {val['ag_news']:,} validation "
+            f"rows. CoNLL-2003: {train['conll']:,} train / {val['conll']:,} validation sentences. Test scores are on "
+            f"the official test sets: AG News {test['ag_news']:,} rows, CoNLL-2003 {test['conll']:,} sentences.")
+
+
+def load_anchors(path: Path) -> dict:
+    anchors = json.loads(path.read_text())
+    for entry in anchors["anchors"] + anchors["targets"]["minimums"]:
+        if entry["metric"] not in SCORES:
+            raise ValueError(f"{path}: unknown metric {entry['metric']!r}; use one of {SCORES}")
+    return anchors
+
+
+def versus_reference(summary: dict, anchors: dict) -> str:
+    """Ours against the reference design and the project's targets; pass/fail computed on the mean."""
+    group = summary["groups"][summary["headline"]]
+    reference = {a["metric"]: a["value"] for a in anchors["anchors"] if a.get("reference_design")}
+    lines = [f"| measure | ours (`{summary['headline']}`, {group['n']} of {group['planned']} seeds) "
+             "| reference design | ours − reference (points) | target | target met |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for target in anchors["targets"]["minimums"]:
+        key, mean, ref = target["metric"], group["mean"][target["metric"]], reference.get(target["metric"])
+        delta = "–" if mean is None or ref is None else f"{100 * (mean - ref):+.2f}"
+        met = "–" if mean is None else ("yes" if mean >= target["min"] else "no")
+        lines.append(f"| {METRICS[key][0]} | {_pm(group, key)} | {'not reported' if ref is None else _pct(ref)} "
+                     f"| {delta} | ≥ {_pct(target['min'])} | {met} |")
+    return "\n".join(lines) + f"\n\nTargets: {anchors['targets']['source']}."
+
+
+def anchors_table(summary: dict, anchors: dict) -> str:
+    group = summary["groups"][summary["headline"]]
+    lines = ["| system | measure | published | ours (headline, same measure) | source |",
+             "| --- | --- | --- | --- | --- |"]
+    for a in anchors["anchors"]:
+        source = f"[{a['citation']}]({a['url']})" if a.get("url") else a["citation"]
+        published = _pct(a["value"])
+        if published not in a["published_as"]:  # e.g. an error rate: show the source's own figure too
+            published += f" ({a['published_as']})"
+        lines.append(f"| {a['system']} | {METRICS[a['metric']][0]} | {published} "
+                     f"| {_pm(group, a['metric'])} | {source}; {a['where']} |")
+    return "\n".join(lines)
+
+
+def per_type_table(summary: dict, runs: dict) -> str:
+    per_run = [runs[n]["metrics"]["test"]["ner"]["per_type"] for n in summary["groups"][summary["headline"]]["runs"]]
     lines = ["| type | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]
-    for etype, v in metrics["test"]["ner"]["per_type"].items():
-        lines.append(f'| {etype} | {_pct(v["precision"])} | {_pct(v["recall"])} | {_pct(v["f1"])} | {v["support"]} |')
+    for etype, first in per_run[0].items():
+        cells = []
+        for key in ("precision", "recall", "f1"):
+            mean, std = _mean_std([p[etype][key] for p in per_run])
+            cells.append(_pct(mean) if std is None else f"{_pct(mean)} ± {_pct(std)}")
+        lines.append(f"| {etype} | {' | '.join(cells)} | {first['support']} |")
     return "\n".join(lines)
 
 
-def anchors_table(summary: dict) -> str:
-    head = summary["runs"].get(summary["headline"], {})
-    ours = {"AG News test accuracy": head.get("ag_news_test_accuracy"),
-            "CoNLL-2003 test token accuracy": head.get("conll_test_token_accuracy"),
-            "CoNLL-2003 test entity F1": head.get("conll_test_entity_f1")}
-    lines = ["| system | metric | published | ours (headline) |", "| --- | --- | --- | --- |"]
-    for system, metric, value in ANCHORS:
-        lines.append(f"| {system} | {metric} | {_pct(value)} | {_pct(ours[metric])} |")
+def task3_table(summary: dict) -> str:
+    """Only runs whose metrics say ``study: "task3"``: every strategy under one budget."""
+    study = {n: r for n, r in summary["runs"].items() if r["study"] == "task3"}
+    if not study:
+        return "_Task 3 study: not run yet with the new loop._"
+    members = {}
+    for name, r in study.items():
+        members.setdefault(r["group"] or name, []).append(name)
+    lines = ["| strategy run | freeze | trainable layers | seeds | AG test acc | CoNLL entity F1 "
+             "| token acc (5 coarse) | wall s |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for label, names in sorted(members.items()):
+        first = study[names[0]]
+        g = group_stats(names, study, [])
+        layers = "all" if first["trainable_layers"] is None else first["trainable_layers"]
+        lines.append(f"| {label} | {first['freeze']} | {layers} | {g['n']} | {_pm(g, 'ag_news_test_accuracy')} "
+                     f"| {_pm(g, 'conll_test_entity_f1')} | {_pm(g, 'conll_test_coarse_token_accuracy')} "
+                     f"| {_pm(g, 'wall_seconds')} |")
     return "\n".join(lines)
 
 
@@ -100,6 +350,14 @@ def bench_table(results: Path) -> str:
     return "\n".join(lines)
 
 
+def fill(template: str, fields: dict) -> str:
+    """Replace every ``{{NAME}}``; a placeholder without a field is an error, never left in the text."""
+    unknown = sorted(set(re.findall(r"{{(\w+)}}", template)) - set(fields))
+    if unknown:
+        raise ValueError(f"writeup template: no generated field for {unknown}")
+    return re.sub(r"{{(\w+)}}", lambda m: fields[m[1]], template)
+
+
 def write_report(root=".") -> dict:
     """Regenerate ``results/summary.json``, ``writeup.md`` and ``loss_plot.png`` under ``root``."""
     root = Path(root)
@@ -109,23 +367,30 @@ def write_report(root=".") -> dict:
     (results / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if summary["headline"] is None:
         return summary
-    headline = runs[summary["headline"]]
-    shutil.copyfile(results / "runs" / summary["headline"] / "loss_plot.png", root / "loss_plot.png")
-    task3 = {k: v for k, v in summary["runs"].items() if k.startswith("task3-")}
+    anchors = load_anchors(root / "docs" / "anchors.json")
+    headline = summary["groups"][summary["headline"]]
+    shutil.copyfile(runs[headline["runs"][0]]["dir"] / "loss_plot.png", root / "loss_plot.png")
+    reported = [n for n, r in summary["runs"].items() if not r["legacy"] and r["study"] is None]
+    order = sorted(reported, key=lambda n: (summary["runs"][n]["group"] != summary["headline"], n))
+    legacy = sorted(n for n, r in summary["runs"].items() if r["legacy"])
+    group_names = sorted({summary["runs"][n]["group"] for n in reported} - {None},
+                         key=lambda g: (g != summary["headline"], g))
     fields = {
         "HEADLINE": summary["headline"],
-        "RESULTS_TABLE": results_table({**summary, "runs": {k: v for k, v in summary["runs"].items()
-                                                           if not k.startswith("task3-")}}),
-        "TASK3_TABLE": results_table({**summary, "runs": task3}) if task3 else "_not run yet_",
-        "PER_TYPE_TABLE": per_type_table(headline),
-        "ANCHORS_TABLE": anchors_table(summary),
+        "HEADLINE_SEEDS": seeds_sentence(summary["headline"], headline),
+        "DATA_FACTS": data_facts(summary, runs),
+        "TRAINING_FACTS": training_facts(summary, runs),
+        "VERSUS_REFERENCE": versus_reference(summary, anchors),
+        "GROUPS_TABLE": groups_table(summary, group_names),
+        "RUNS_TABLE": runs_table(summary, order) + (
+            f"\n\nNot reported: {', '.join(legacy)} (records of the previous training loop)." if legacy else ""),
+        "PER_TYPE_TABLE": per_type_table(summary, runs),
+        "ANCHORS_TABLE": anchors_table(summary, anchors),
+        "TASK3_TABLE": task3_table(summary),
         "BENCH_TABLE": bench_table(results),
-        "GPU_NOTE": summary.get("gpu_runs", "GPU runs are included above."),
+        "GPU_NOTE": summary.get("gpu_runs", "GPU runs are included above"),
     }
-    text = (root / "docs" / "writeup.template.md").read_text()
-    for key, value in fields.items():
-        text = text.replace("{{" + key + "}}", value)
-    (root / "writeup.md").write_text(text)
+    (root / "writeup.md").write_text(fill((root / "docs" / "writeup.template.md").read_text(), fields))
     return summary
 
 

@@ -15,6 +15,9 @@ logger = logging.getLogger(__name__)
 PACKAGES = ("mtst", "torch", "transformers", "tokenizers", "sentence-transformers", "safetensors",
             "scikit-learn", "seqeval", "peft", "numpy")
 
+# What decides CPU training and inference speed here: bf16 / int8 matrix units.
+CPU_FEATURES = {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile"}
+
 
 def environment(device: torch.device | str | None = None) -> dict:
     """Versions, machine and device, for the record."""
@@ -24,15 +27,18 @@ def environment(device: torch.device | str | None = None) -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    cpu = platform.processor()
+    cpu, flags = platform.processor(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
                 break
     except OSError:
         pass
     env = {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu,
+           "cpu_features": sorted(flags & CPU_FEATURES),
            "cpu_threads": torch.get_num_threads(), "packages": versions,
            "device": str(device) if device is not None else None,
            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -42,7 +48,8 @@ def environment(device: torch.device | str | None = None) -> dict:
     return env
 
 
-def _jsonable(obj):
+def jsonable(obj):
+    """``json.dumps`` default for dataclasses (configs) and numpy / torch scalars."""
     if dataclasses.is_dataclass(obj):
         return dataclasses.asdict(obj)
     if hasattr(obj, "item"):  # numpy / torch scalars
@@ -63,11 +70,17 @@ class RunRecorder:
             self.history.write_text("")
 
     def write_json(self, name: str, obj) -> None:
-        (self.folder / name).write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n")
+        (self.folder / name).write_text(json.dumps(obj, indent=2, default=jsonable) + "\n")
 
     def _append(self, record: dict) -> None:
         with self.history.open("a") as f:
-            f.write(json.dumps(record, default=_jsonable) + "\n")
+            f.write(json.dumps(record, default=jsonable) + "\n")
+
+    def rewrite(self, steps: list[dict], epochs: list[dict]) -> None:
+        """Replace the history with these records (a resumed run drops what followed its checkpoint)."""
+        records = [{"kind": "step", **r} for r in steps] + [{"kind": "epoch", **r} for r in epochs]
+        records.sort(key=lambda r: (r["step"], r["kind"] == "epoch"))  # an epoch closes after its steps
+        self.history.write_text("".join(json.dumps(r, default=jsonable) + "\n" for r in records))
 
     def log_step(self, record: dict) -> None:
         self._append({"kind": "step", **record})

@@ -173,8 +173,8 @@ def test_cli_prints_only_the_model_folder(monkeypatch, tmp_path, capsys):
 
 
 def test_resolve_model_returns_a_local_folder_as_is(tmp_path):
-    folder = tmp_path / "my-model"
-    folder.mkdir()
+    folder = write_model(tmp_path / "my-model")
+    (folder / "config.json").write_text("{}")
     assert assets.resolve_model(str(folder)) == str(folder)
 
 
@@ -198,5 +198,7 @@ def test_resolve_model_ignores_an_unverified_local_copy():
 
 
 def test_resolve_model_reads_mtst_model(monkeypatch, tmp_path):
-    monkeypatch.setenv("MTST_MODEL", str(tmp_path))
-    assert assets.resolve_model() == str(tmp_path)
+    folder = write_model(tmp_path / "my-model")
+    (folder / "config.json").write_text("{}")
+    monkeypatch.setenv("MTST_MODEL", str(folder))
+    assert assets.resolve_model() == str(folder)

@@ -1,14 +1,24 @@
-"""The benchmarks' ``--tiny`` modes run end to end and write complete records."""
+"""The benchmarks: their ``--tiny`` runs write complete, self-consistent records, and the committed
+records in ``results/bench`` hold exactly the keys today's ``bench/*.py`` write and agree with themselves
+and with ``summary.json``.
+"""
 
+import copy
+import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from pytest import approx
 
 ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "results" / "bench"
+FIXTURES = ROOT / "tests" / "fixtures" / "bench"
+RECORDS = sorted(p.name for p in COMMITTED.glob("*.json") if p.name.startswith(("encode-", "train-")))
 
 
 def run_bench(script: str, out: Path, *args: str) -> None:
@@ -18,36 +28,141 @@ def run_bench(script: str, out: Path, *args: str) -> None:
                    cwd=ROOT, timeout=300, capture_output=True)
 
 
-@pytest.mark.slow
-def test_encode_and_train_benches(tmp_path):
-    run_bench("encode.py", tmp_path, "--tiny", "--device", "cpu", "--modes", "exact,bf16-autocast,bf16")
-    run_bench("train.py", tmp_path, "--tiny", "--device", "cpu")
+def load_summary_module():
+    spec = importlib.util.spec_from_file_location("bench_summary", ROOT / "bench" / "summary.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    encode = json.loads((tmp_path / "encode-tiny-cpu.json").read_text())
-    assert encode["tiny"] and encode["settings"]["batch_size"] == 32
-    assert encode["environment"]["packages"]["torch"]
-    baseline = encode["results"]["sentence-transformers"]
-    assert baseline["sentences_per_s"] > 0 and baseline["max_abs_diff"] == 0
-    exact = encode["results"]["exact"]
-    assert exact["speedup_vs_st"] > 0 and exact["max_abs_diff"] <= 1e-5
-    for mode in ("bf16-autocast", "bf16"):
-        assert encode["results"][mode]["speedup_vs_st"] > 0 and encode["results"][mode]["min_cosine"] > 0.99
 
-    train = json.loads((tmp_path / "train-tiny-cpu.json").read_text())
-    ours = [r for r in train["results"] if r["design"] == "mtst"]
-    reference = [r for r in train["results"] if r["design"] == "reference"]
-    assert len(ours) == 1 and len(reference) == 1
-    for row in ours + reference:
-        for key in ("samples_per_s", "real_tokens_per_s", "padding_fraction", "model_tflops", "mfu",
-                    "peak_memory_mb", "epoch_seconds"):
-            assert key in row, key
-        assert row["mfu"] == "n/a"  # no bf16 peak is claimed for a CPU
-    assert ours[0]["speedup_vs_reference"] > 0
-    assert reference[0]["padding_fraction"] > ours[0]["padding_fraction"]  # CoNLL padded to 128
+def key_paths(value, at: str = "") -> set[str]:
+    """Every key of a JSON value as a path: ``settings.n``, ``results[].epoch_seconds`` (list items merged)."""
+    if isinstance(value, dict):
+        paths = set()
+        for key, item in value.items():
+            path = f"{at}.{key}" if at else key
+            paths |= {path} | key_paths(item, path)
+        return paths
+    if isinstance(value, list):
+        return set().union(*(key_paths(item, f"{at}[]") for item in value))
+    return set()
 
-    subprocess.run([sys.executable, str(ROOT / "bench" / "summary.py"), "--dir", str(tmp_path), "--tiny"],
+
+def encode_modes(record: dict) -> list[str]:
+    return [m for m in record["results"] if m != record["baseline"]]
+
+
+def check_encode(record: dict) -> None:
+    """Rates are n / median seconds, speedups are ratios of those rates, exact modes match ST."""
+    results, n = record["results"], record["settings"]["n"]
+    base = results[record["baseline"]]
+    for name, res in results.items():
+        assert len(res["seconds"]) == record["settings"]["repeats"], name
+        assert res["sentences_per_s"] == approx(n / statistics.median(res["seconds"]), rel=1e-9), name
+        if name == record["baseline"]:
+            continue
+        assert res["speedup_vs_st"] == approx(res["sentences_per_s"] / base["sentences_per_s"], rel=1e-9), name
+        if res["exact"]:  # fp32 throughout; the default path ("exact") is documented to 1e-5
+            assert res["max_abs_diff"] <= (1e-5 if name == "exact" else 1e-4), name
+        assert res["min_cosine"] > 0.99 and res["min_cosine"] <= res["mean_cosine"] <= 1 + 1e-9, name
+
+
+def check_train(record: dict) -> None:
+    """Epoch seconds, padding, TFLOP/s and speedups follow from the measured token rates."""
+    rows = record["results"]
+    reference = [r for r in rows if r["design"] == "reference"]
+    ours = [r for r in rows if r["design"] == "mtst"]
+    assert ours and len(reference) <= 1
+    for row in rows:
+        name = row["name"]
+        assert row["epoch_seconds"] == approx(row["epoch_processed_tokens"] / row["processed_tokens_per_s"]), name
+        assert row["padding_fraction"] == approx(1 - row["real_tokens_per_s"] / row["processed_tokens_per_s"]), name
+        assert 0 <= row["padding_fraction"] < 1, name
+        assert row["model_tflops"] == approx(6 * row["non_embedding_params"] * row["processed_tokens_per_s"] / 1e12)
+        assert row["mfu"] == "n/a" if record["peak_bf16_tflops"] == "n/a" else 0 < row["mfu"] < 1
+    for row in ours:
+        if reference:
+            assert row["speedup_vs_reference"] == approx(reference[0]["epoch_seconds"] / row["epoch_seconds"])
+            assert reference[0]["padding_fraction"] > row["padding_fraction"]  # CoNLL padded to 128
+        else:
+            assert "speedup_vs_reference" not in row
+
+
+def check_keys(committed: dict, written: dict) -> None:
+    """``committed`` has the keys a fresh run of the same script writes, no more and no fewer."""
+    expected = key_paths(written)
+    if committed["bench"] == "encode":  # compare the modes the committed run measured
+        modes = set(committed["results"])
+        expected = {p for p in expected if not p.startswith("results.") or p.split(".")[1] in modes}
+    unknown, missing = key_paths(committed) - expected, expected - key_paths(committed)
+    assert not unknown and not missing, f"keys bench/{committed['bench']}.py never writes: {sorted(unknown)}; " \
+                                        f"keys it writes that are missing: {sorted(missing)}"
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> dict:
+    """What today's bench scripts write, from their --tiny runs (every mode the committed records use)."""
+    out = tmp_path_factory.mktemp("bench")
+    modes = {m for name in RECORDS if name.startswith("encode-")
+             for m in encode_modes(json.loads((COMMITTED / name).read_text()))}
+    run_bench("encode.py", out, "--tiny", "--device", "cpu", "--modes", ",".join(sorted(modes | {"exact", "bf16"})))
+    run_bench("train.py", out, "--tiny", "--device", "cpu")
+    subprocess.run([sys.executable, str(ROOT / "bench" / "summary.py"), "--dir", str(out), "--tiny"],
                    check=True, cwd=ROOT, capture_output=True, timeout=60)
-    summary = json.loads((tmp_path / "summary-tiny.json").read_text())
-    assert summary["encode_speedup_vs_st_cpu"] > 0 and summary["train_speedup_vs_reference_cpu"] > 0
-    assert summary["encode_exact_speedup_vs_st_cpu"] > 0 and summary["encode_min_cosine"] > 0.99
+    return {kind: json.loads((out / f"{kind}-tiny{'' if kind == 'summary' else '-cpu'}.json").read_text())
+            for kind in ("encode", "train", "summary")}
+
+
+@pytest.mark.slow
+def test_tiny_runs_write_consistent_records(written):
+    encode, train, summary = written["encode"], written["train"], written["summary"]
+    assert encode["tiny"] and encode["settings"]["batch_size"] == 32 and encode["environment"]["packages"]["torch"]
+    check_encode(encode)
+    check_train(train)
+    ours = next(r for r in train["results"] if r["design"] == "mtst")
+    assert summary["encode_exact_speedup_vs_st_cpu"] == encode["results"]["exact"]["speedup_vs_st"]
+    assert summary["train_speedup_vs_reference_cpu"] == ours["speedup_vs_reference"]
+    assert summary["epoch_seconds_cpu"] == ours["epoch_seconds"]
     assert summary["train_speedup_vs_reference_gpu"] is None and "no GPU" in summary["notes"]["gpu"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", RECORDS)
+def test_committed_record_has_the_keys_the_code_writes(written, name):
+    committed = json.loads((COMMITTED / name).read_text())
+    check_keys(committed, written[committed["bench"]])
+
+
+@pytest.mark.parametrize("name", RECORDS)
+def test_committed_record_is_consistent(name):
+    record = json.loads((COMMITTED / name).read_text())
+    assert not record["tiny"] and record["device"] in name
+    (check_encode if record["bench"] == "encode" else check_train)(record)
+
+
+def test_committed_summary_is_what_summary_py_computes():
+    assert json.loads((COMMITTED / "summary.json").read_text()) == load_summary_module().summarise(COMMITTED)
+
+
+def test_the_checks_catch_wrong_records():
+    """Each check fails on a record with one wrong value or one unknown key (on earlier CPU records,
+    kept as fixtures after they were withdrawn from results/ as out of date)."""
+    encode = json.loads((FIXTURES / "encode-cpu-attention.json").read_text())
+    train = json.loads((FIXTURES / "train-cpu.json").read_text())
+    check_keys(encode, encode)
+    for edit in (lambda r: r["results"]["exact"].update(speedup_vs_st=r["results"]["exact"]["speedup_vs_st"] * 1.1),
+                 lambda r: r["results"]["exact"].update(max_abs_diff=1e-3),
+                 lambda r: r["results"]["exact-eager"]["seconds"].append(1.0)):
+        wrong = copy.deepcopy(encode)
+        edit(wrong)
+        with pytest.raises(AssertionError):
+            check_encode(wrong)
+    wrong = copy.deepcopy(encode)
+    wrong["settings"]["attention"] = "sdpa"
+    with pytest.raises(AssertionError, match="never writes: \\['settings.attention'\\]"):
+        check_keys(wrong, encode)
+    for field, factor in (("speedup_vs_reference", 1.5), ("epoch_seconds", 0.5), ("padding_fraction", 0.5)):
+        wrong = copy.deepcopy(train)
+        wrong["results"][0][field] *= factor
+        with pytest.raises(AssertionError):
+            check_train(wrong)

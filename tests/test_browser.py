@@ -92,3 +92,14 @@ def test_server_errors_are_shown(page):
     page.click("#submit")
     page.wait_for_selector("#error:not([hidden])")
     assert "50000" in page.text_content("#error")
+
+
+def test_an_error_clears_the_previous_results(page):
+    submit(page, "Apple shares rose in New York, " + "and rose " * 300)  # past max_seq_length
+    assert page.is_visible("#results") and page.is_visible("#truncated")
+    page.fill("#text", "x" * 50_001)
+    page.click("#submit")
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.is_hidden("#results") and page.is_hidden("#truncated")
+    assert page.text_content("#highlight") == "" and page.locator("#tokens .chip").count() == 0
+    assert not [p for p in page.problems if "status of 413" not in p]  # the browser logs the 413 itself

@@ -1,7 +1,12 @@
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer as ST
+
+from mtst.encoder import pad_batch
 
 SENTENCES = [
     "Short.",
@@ -67,3 +72,56 @@ def test_matches_sentence_transformers_tiny(tiny_model_dir, tiny_encoder):
 def test_string_instead_of_list_is_an_error(tiny_encoder):
     with pytest.raises(TypeError, match="list of strings"):
         tiny_encoder.tokenize("not a list")
+
+
+def test_from_pretrained_is_in_eval_mode(tiny_model_dir):
+    """Like transformers and sentence-transformers: a loaded model runs without dropout."""
+    from mtst import SentenceTransformer
+
+    model = SentenceTransformer.from_pretrained(str(tiny_model_dir))
+    assert not any(m.training for m in model.modules())
+    tokens = model.tokenize(SENTENCES)
+    input_ids, mask = pad_batch(tokens.input_ids, model.tokenizer.pad_token_id)
+    with torch.no_grad():
+        first = model(input_ids, mask)["token_embeddings"]
+        second = model(input_ids, mask)["token_embeddings"]
+    assert torch.equal(first, second)
+
+
+def test_encode_leaves_every_module_in_its_mode(tiny_model_dir):
+    from mtst import SentenceTransformer
+
+    model = SentenceTransformer.from_pretrained(str(tiny_model_dir))
+    for mode in (False, True):
+        model.train(mode)
+        model.backbone.embeddings.eval()  # a mixed state, as a partly frozen model has
+        before = {name: m.training for name, m in model.named_modules()}
+        model.encode(SENTENCES)
+        assert {name: m.training for name, m in model.named_modules()} == before
+
+
+def _with_normalize_module(folder, dest):
+    """A copy of a sentence-transformers folder whose modules.json ends with a Normalize module."""
+    shutil.copytree(folder, dest)
+    modules = json.loads((dest / "modules.json").read_text())
+    modules.append({"idx": len(modules), "name": str(len(modules)), "path": "2_Normalize",
+                    "type": "sentence_transformers.models.Normalize"})
+    (dest / "modules.json").write_text(json.dumps(modules))
+    (dest / "2_Normalize").mkdir()
+    return dest
+
+
+def test_default_normalize_follows_the_folder(tiny_model_dir, tmp_path):
+    """With default arguments, encode returns what sentence-transformers returns from the same folder."""
+    from mtst import SentenceTransformer
+
+    plain = SentenceTransformer.from_pretrained(str(tiny_model_dir))
+    assert plain.normalize is False
+    assert np.abs(plain.encode(SENTENCES) - ST(str(tiny_model_dir), device="cpu").encode(SENTENCES)).max() <= 1e-6
+    folder = _with_normalize_module(tiny_model_dir, tmp_path / "normalized")
+    model = SentenceTransformer.from_pretrained(str(folder))
+    assert model.normalize is True
+    reference = ST(str(folder), device="cpu").encode(SENTENCES)
+    np.testing.assert_allclose(np.linalg.norm(reference, axis=1), 1.0, rtol=1e-5)
+    assert np.abs(model.encode(SENTENCES) - reference).max() <= 1e-6
+    assert SentenceTransformer.from_pretrained(str(folder), normalize=False).normalize is False

@@ -58,3 +58,23 @@ def test_bucket_batches_cover_every_row_once_and_group_lengths():
         assert rows == list(range(1000))
         padded = sum(len(b) * lengths[b].max() for b in batches)
         assert padded < 1.2 * lengths.sum()  # random batches would pad ~2x
+
+
+def test_word_shapes():
+    from mtst.features import SHAPES, shape_ids, word_shape
+
+    names = {w: SHAPES[word_shape(w)] for w in ["london", "London", "EU", "McDonald", "1996", "-", "AL-AIN", "é"]}
+    assert names == {"london": "lower", "London": "Title", "EU": "UPPER", "McDonald": "miXed", "1996": "digit",
+                     "-": "other", "AL-AIN": "UPPER", "é": "lower"}
+    assert shape_ids([None, 0, 0, 1, None], ["London", "calling"]) == [0, 2, 2, 1, 0]
+
+
+def test_ner_features_carry_aligned_shapes(tiny_encoder):
+    from mtst.data import CONLL_LABELS, TaggedSentence
+
+    sentence = TaggedSentence(("EU", "rejects", "German", "call"), ("B-ORG", "O", "B-MISC", "O"))
+    features = ner_features(tiny_encoder.tokenizer, [sentence], CONLL_LABELS, 32)
+    batch = collate(features, [0], tiny_encoder.tokenizer.pad_token_id)
+    words = features.word_ids[0]
+    expected = [0 if w is None else [3, 1, 2, 1][w] for w in words]
+    assert batch["shape_ids"][0, : len(words)].tolist() == expected

@@ -66,3 +66,46 @@ def test_classification_metrics_known_answer():
     # per-class F1: 0 -> 2/3, 1 -> 0.8, 2 -> 2/3, 3 -> 0
     assert m["macro_f1"] == pytest.approx((2 / 3 + 0.8 + 2 / 3 + 0) / 4)
     assert m["confusion_matrix"][0] == [1, 1, 0, 0]
+
+
+def test_coarse_token_accuracy_is_the_reference_designs_measure():
+    gold = [["B-PER", "I-PER", "O", "B-LOC"]]
+    pred = [["B-PER", "B-PER", "O", "B-ORG"]]  # a broken entity still has the right coarse type
+    m = ner_metrics(gold, pred)
+    assert m["coarse_token_accuracy"] == 0.75 and m["token_accuracy"] == 0.5
+
+
+def test_constrained_decoding_is_the_best_valid_sequence():
+    import itertools
+
+    import numpy as np
+
+    from mtst.data import CONLL_LABELS
+    from mtst.metrics import constrained_decode, iob2_transitions
+
+    labels = CONLL_LABELS[:5]  # O, B-PER, I-PER, B-ORG, I-ORG: small enough to enumerate
+    allowed = iob2_transitions(labels)
+
+    def valid(seq):
+        return all(allowed[a][b] for a, b in zip((len(labels),) + tuple(seq[:-1]), seq))
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 4):
+        for _ in range(20):
+            logprobs = np.log(rng.dirichlet(np.ones(len(labels)), size=n))
+            brute = max((s for s in itertools.product(range(len(labels)), repeat=n) if valid(s)),
+                        key=lambda s: logprobs[np.arange(n), list(s)].sum())
+            assert constrained_decode(logprobs, allowed) == list(brute)
+    # A stray I- after O becomes the best valid choice, while argmax keeps it
+    stray = np.log(np.array([[0.9, 0.05, 0.01, 0.02, 0.02], [0.1, 0.3, 0.5, 0.05, 0.05]]))
+    assert stray.argmax(-1).tolist() == [0, 2] and constrained_decode(stray, allowed) == [0, 1]
+
+
+def test_coarse_labels_are_unconstrained():
+    import numpy as np
+
+    from mtst.data import COARSE_LABELS
+    from mtst.metrics import constrained_decode, iob2_transitions
+
+    logprobs = np.log(np.random.default_rng(1).dirichlet(np.ones(5), size=6))
+    assert constrained_decode(logprobs, iob2_transitions(COARSE_LABELS)) == logprobs.argmax(-1).tolist()

@@ -8,11 +8,14 @@ import pytest
 import torch
 from conftest import FIXTURE_DATA
 
+from mtst import train as train_module
+from mtst.checkpoint import load_state
 from mtst.config import DataConfig, ModelConfig, TrainConfig
 from mtst.experiment import build_model, build_task_data, run_experiment
 from mtst.features import collate
 from mtst.model import MultiTaskSentenceTransformer
 from mtst.predict import Predictor
+from mtst.runs import RunRecorder
 from mtst.train import LossWeights, autocast_dtype, build_optimizer, fit, train_step
 
 DATA = DataConfig(data_dir=str(FIXTURE_DATA), ag_train_fraction=None)
@@ -55,45 +58,75 @@ def test_loss_falls_when_overfitting_one_batch(setup):
     assert last["cls"] < 0.5 * first["cls"] and last["ner"] < 0.5 * first["ner"]
 
 
-def test_resume_equals_uninterrupted(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("layers", [None, 1])  # the whole network; the top layer on the cached prefix
+def test_resume_continues_exactly_where_it_stopped(tiny_model_dir, tmp_path, layers):
     cfg = ModelConfig(model_name=str(tiny_model_dir))
-    train = dataclasses.replace(TRAIN, epochs=2, sampling="proportional")
+    train = dataclasses.replace(TRAIN, epochs=2, sampling="proportional", trainable_layers=layers)
 
     def fresh():
         model = build_model(cfg, seed=0)
         return model, build_task_data(model, DATA)[0]
 
     model_a, data = fresh()
-    fit(model_a, data, train, tmp_path / "a")
+    full = fit(model_a, data, train, tmp_path / "a", cache_dir=tmp_path / "cache")
 
     model_b, data = fresh()
-    stopped = fit(model_b, data, dataclasses.replace(train, stop_after_steps=13), tmp_path / "b")
+    recorder = RunRecorder(tmp_path / "record", {}, "cpu")
+    stopped = fit(model_b, data, dataclasses.replace(train, stop_after_steps=13), tmp_path / "b", recorder=recorder,
+                  cache_dir=tmp_path / "cache")
     assert stopped.interrupted and (tmp_path / "b" / "last.pt").is_file()
-    model_b, data = fresh()  # a new process would start from scratch
-    fit(model_b, data, train, tmp_path / "b", resume=True)
+    # The process logged a step after its last checkpoint, then died: the resume must redo it once.
+    recorder.log_step({"step": 14, "epoch": 2, "lr": 0.0, "train_cls_loss": 1.0})
+    model_b, data = fresh()  # a new process starts from scratch
+    resumed = fit(model_b, data, train, tmp_path / "b", resume=True,
+                  recorder=RunRecorder(tmp_path / "record", {}, "cpu", resume=True), cache_dir=tmp_path / "cache")
 
+    assert resumed.resumed_at_step == 13
+    assert resumed.steps_run == full.steps_run - 13  # only the remaining steps ran
     a, b = model_a.state_dict(), model_b.state_dict()
     assert a.keys() == b.keys()
     assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) <= 1e-6
+    logged = [json.loads(line) for line in (tmp_path / "record" / "history.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in logged if r["kind"] == "step"]
+    assert steps == list(range(1, full.steps_run + 1))
+    assert [r["epoch"] for r in logged if r["kind"] == "epoch"] == [1, 2]
 
 
-@pytest.mark.parametrize("freeze", ["backbone", "cls_head", "gradual", "lora"])
-def test_freezing_strategies_train_only_what_they_say(setup, tmp_path, freeze):
+def test_resume_restores_the_interrupted_state(setup, tmp_path):
+    _, model, data = setup
+    fit(model, data, dataclasses.replace(TRAIN, stop_after_steps=5), tmp_path)
+    saved = load_state(tmp_path / "last.pt")
+    assert saved["step"] == 5
+    model_b = build_model(ModelConfig(model_name=model.encoder.backbone.config.name_or_path), seed=1)
+    # One more step from the restored state: starting from the saved weights, not fresh ones.
+    resumed = fit(model_b, data, dataclasses.replace(TRAIN, stop_after_steps=6), tmp_path, resume=True)
+    assert resumed.steps_run == 1
+    moved = max((model_b.state_dict()[k].float() - v.float()).abs().max().item() for k, v in saved["model"].items())
+    assert 0 < moved < 0.1
+
+
+@pytest.mark.parametrize("freeze,layers", [("none", 0), ("none", 1), ("cls_head", None), ("ner_head", None),
+                                           ("gradual", None), ("lora", None)])
+def test_freezing_strategies_train_only_what_they_say(setup, tmp_path, freeze, layers):
     _, model, data = setup
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    fit(model, data, dataclasses.replace(TRAIN, epochs=1, freeze=freeze), tmp_path)
+    fit(model, data, dataclasses.replace(TRAIN, epochs=1, freeze=freeze, trainable_layers=layers), tmp_path)
     # LoRA wraps the backbone: map its keys back to the plain names
     after = {k.replace("base_model.model.", "").replace(".base_layer", ""): v for k, v in model.state_dict().items()}
-    encoder_keys = [k for k in before if k.startswith("encoder.")]
+    encoder = {k for k in before if k.startswith("encoder.")}
+    top = {k for k in encoder if ".layer.1." in k}  # the tiny model has 2 layers
     changed = {k for k in before if k in after and not torch.equal(before[k], after[k])}
-    assert "heads.ner.1.weight" in changed
-    if freeze in ("backbone", "gradual"):  # gradual trains only the heads in its first epoch
-        assert not changed & set(encoder_keys)
-    if freeze == "cls_head":
-        assert "heads.cls.1.weight" not in changed and changed & set(encoder_keys)
-    if freeze == "lora":
+    assert ("heads.ner.out.weight" in changed) == (freeze != "ner_head")
+    assert ("heads.cls.1.weight" in changed) == (freeze != "cls_head")
+    if layers == 0 or freeze == "gradual":  # gradual trains only the heads in its first epoch
+        assert not changed & encoder
+    elif layers == 1:
+        assert changed & encoder == top - {k for k in top if "relative_attention_bias" in k}
+    elif freeze == "lora":
         assert any("lora_" in k and not torch.equal(v, torch.zeros_like(v)) for k, v in after.items())
-        assert set(encoder_keys) <= set(after) and not changed & set(encoder_keys)  # base weights stay put
+        assert encoder <= set(after) and not changed & encoder  # base weights stay put
+    else:
+        assert "encoder.backbone.embeddings.word_embeddings.weight" in changed
 
 
 def test_uncertainty_weighting_learns_log_variances(setup, tmp_path):
@@ -102,9 +135,32 @@ def test_uncertainty_weighting_learns_log_variances(setup, tmp_path):
     assert any(abs(v) > 0 for v in history.epochs[0]["log_vars"].values())
 
 
-def test_precision_choice():
+def test_precision_choice(monkeypatch):
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: False)
     assert autocast_dtype(torch.device("cpu")) is None
-    assert autocast_dtype(torch.device("cpu"), "bf16") == torch.bfloat16
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: True)
+    assert autocast_dtype(torch.device("cpu")) == torch.bfloat16
+    assert autocast_dtype(torch.device("cpu"), "fp32") is None
+    assert autocast_dtype(torch.device("cpu"), "fp16") == torch.float16
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_every_precision_trains(setup, tmp_path, precision, monkeypatch):
+    _, model, data = setup
+    seen = []
+    real_autocast = torch.autocast
+
+    def spy(device_type, dtype=None, enabled=True, **kw):
+        seen.append((device_type, dtype if enabled else None))
+        return real_autocast(device_type, dtype=dtype, enabled=enabled, **kw)
+
+    monkeypatch.setattr(torch, "autocast", spy)
+    history = fit(model, data, dataclasses.replace(TRAIN, epochs=1, precision=precision), tmp_path)
+    assert all(math.isfinite(s["train_cls_loss"]) for s in history.steps)
+    expected = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    assert seen and {dtype for _, dtype in seen} == {expected}
+    scaler = load_state(tmp_path / "last.pt")["scaler"]
+    assert bool(scaler) == (precision == "fp16")  # the GradScaler runs exactly when fp16 needs it
 
 
 def test_run_experiment_leaves_a_record(tiny_model_dir, tmp_path):
@@ -123,12 +179,16 @@ def test_run_experiment_leaves_a_record(tiny_model_dir, tmp_path):
     assert env["packages"]["torch"] and env["cpu"]
 
 
-def test_linear_probe_runs_and_caches(tiny_model_dir, tmp_path):
-    train = dataclasses.replace(TRAIN, freeze="linear_probe", epochs=3, batch_size=32)
-    m = run_experiment(ModelConfig(model_name=str(tiny_model_dir)), DATA, train, "probe",
-                       runs_dir=tmp_path / "runs", cache_dir=tmp_path / "cache")
+def test_linear_probe_is_the_same_loop_on_cached_states(tiny_model_dir, tmp_path):
+    train = dataclasses.replace(TRAIN, trainable_layers=0, epochs=3, batch_size=32)
+    kwargs = dict(runs_dir=tmp_path / "runs", cache_dir=tmp_path / "cache")
+    m = run_experiment(ModelConfig(model_name=str(tiny_model_dir)), DATA, train, "probe", **kwargs)
     assert m["test"]["cls"]["n"] == 40 and m["test"]["ner"]["n"] == 12
-    assert len(list((tmp_path / "cache" / "features").glob("*.safetensors"))) == 6
+    cached = sorted((tmp_path / "cache" / "prefix").glob("*.safetensors"))
+    assert len(cached) == 6  # two tasks, three splits
+    again = run_experiment(ModelConfig(model_name=str(tiny_model_dir)), DATA, train, "probe2", **kwargs)
+    assert sorted((tmp_path / "cache" / "prefix").glob("*.safetensors")) == cached  # read, not rebuilt
+    assert again["test"] == m["test"]
 
 
 def test_layerwise_lr_decay_and_head_lr(setup):
@@ -144,3 +204,47 @@ def test_layerwise_lr_decay_and_head_lr(setup):
     decay_of = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
     assert decay_of[id(model.heads["cls"][1].bias)] == 0.0
     assert decay_of[id(model.heads["cls"][1].weight)] == cfg.weight_decay
+
+
+@pytest.mark.parametrize("layers,freeze", [(0, "none"), (1, "none"), (2, "none"), (None, "none"), (1, "ner_head")])
+def test_apply_freezing_marks_exactly_the_trainable_parameters(setup, layers, freeze):
+    from mtst.freezing import apply_freezing
+
+    _, model, _ = setup
+    apply_freezing(model, dataclasses.replace(TRAIN, trainable_layers=layers, freeze=freeze))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    encoder = {n for n, _ in model.named_parameters() if n.startswith("encoder.")}
+    if layers is None:
+        expected = set(encoder)
+    else:
+        expected = {n for n in encoder if any(f".layer.{i}." in n for i in range(2 - layers, 2))}
+    frozen_head = f"heads.{freeze.removesuffix('_head')}." if freeze.endswith("_head") else None
+    heads = {n for n, _ in model.named_parameters() if n.startswith("heads.") and not n.startswith(str(frozen_head))}
+    assert trainable == expected | heads
+
+
+def test_rescore_reproduces_the_recorded_scores(tiny_model_dir, tmp_path):
+    from mtst.experiment import rescore
+
+    cfg = ModelConfig(model_name=str(tiny_model_dir), ner_shape_dim=4)
+    train = dataclasses.replace(TRAIN, trainable_layers=1)
+    kwargs = dict(runs_dir=tmp_path / "runs", record_dir=tmp_path / "record", cache_dir=tmp_path / "cache")
+    first = run_experiment(cfg, DATA, train, "r", **kwargs)
+    again = rescore(cfg, DATA, train, "r", **kwargs)
+    assert again["rescored"]["previous_test"] == json.loads(json.dumps(first["test"]))
+    assert again["test"]["ner"]["entity_f1"] == pytest.approx(first["test"]["ner"]["entity_f1"])
+    assert again["test"]["cls"]["accuracy"] == first["test"]["cls"]["accuracy"]
+    assert json.loads((tmp_path / "record" / "metrics.json").read_text())["rescored"]
+
+
+def test_reuse_returns_a_finished_run_and_resumes_an_interrupted_one(tiny_model_dir, tmp_path):
+    cfg = ModelConfig(model_name=str(tiny_model_dir))
+    kwargs = dict(runs_dir=tmp_path / "runs", record_dir=tmp_path / "record", cache_dir=tmp_path / "cache")
+    stopped = run_experiment(cfg, DATA, dataclasses.replace(TRAIN, stop_after_steps=3), "u", **kwargs)
+    assert stopped["interrupted"]
+    # Same config as the interrupted run: it resumes (and its record shows where from)
+    done = run_experiment(cfg, DATA, dataclasses.replace(TRAIN, stop_after_steps=3), "u", reuse=True, **kwargs)
+    assert done["interrupted"] and done["step"] == 3
+    finished = run_experiment(cfg, DATA, TRAIN, "u", reuse=True, **kwargs)  # another config: trains
+    assert finished["resumed_at_step"] == 0 and "test" in finished
+    assert run_experiment(cfg, DATA, TRAIN, "u", reuse=True, **kwargs) == finished  # finished: reused

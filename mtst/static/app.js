@@ -181,6 +181,14 @@ function renderTokens(result, companion) {
   renderBatch(result, companion);
 }
 
+/** Hide and empty the previous sentence's results, so that an error never sits above stale ones. */
+function clearResults() {
+  $("results").hidden = true;
+  $("truncated").hidden = true;
+  ["probabilities", "highlight", "tokens", "batch"].forEach((id) => $(id).replaceChildren());
+  heat.values = [];
+}
+
 function showError(message) {
   const box = $("error");
   box.textContent = message;
@@ -220,6 +228,7 @@ async function analyze(event) {
     ]);
     render(text, predicted.results[0], predicted.results[1], embedding);
   } catch (err) {
+    clearResults();
     showError(err.message);
   } finally {
     button.disabled = false;

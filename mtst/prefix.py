@@ -1,0 +1,151 @@
+"""The frozen bottom of the encoder, run once and cached: training then runs only the top layers.
+
+When the embeddings and the first ``n`` layers of the backbone are frozen, their output for a given
+sentence never changes during training. ``prefix_states`` computes it once per split (in eval mode, so
+no dropout) and caches it on disk, keyed by everything it depends on: the frozen weights themselves,
+the token ids (the data, the tokenizer and the truncation), ``n`` and the precision. A stale cache
+can therefore never be read. ``run_layers`` then continues from those states through the trainable
+layers; a forward from cached states equals the full forward in eval mode (tests/test_prefix.py).
+"""
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+from transformers.masking_utils import create_bidirectional_mask
+
+from .attention import SdpaMPNetEncoder, combined_mask
+from .encoder import pad_batch
+
+logger = logging.getLogger(__name__)
+
+
+def mpnet(backbone: nn.Module) -> nn.Module:
+    """The ``MPNetModel`` inside ``backbone`` (itself, or the model under a peft wrapper)."""
+    return backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+
+
+def num_layers(backbone: nn.Module) -> int:
+    return len(mpnet(backbone).encoder.layer)
+
+
+def bottom_parameters(backbone: nn.Module, n: int) -> list[nn.Parameter]:
+    """Parameters that the output of the embeddings and the first ``n`` layers depends on."""
+    model = mpnet(backbone)
+    params = list(model.embeddings.parameters())
+    if n > 0:  # the relative-position bias is shared by every layer
+        params += list(model.encoder.relative_attention_bias.parameters())
+    for layer in model.encoder.layer[:n]:
+        params += list(layer.parameters())
+    return params
+
+
+def run_layers(backbone: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor,
+               start: int, stop: int | None = None) -> torch.Tensor:
+    """Continue the backbone from ``hidden`` (B, T, H), the output of its first ``start`` layers,
+    through layers ``start:stop``; same arithmetic as the backbone's own forward.
+    """
+    model = mpnet(backbone)
+    encoder = model.encoder
+    mask = create_bidirectional_mask(config=model.config, inputs_embeds=hidden, attention_mask=attention_mask)
+    layers = encoder.layer[start:stop]
+    if isinstance(encoder, SdpaMPNetEncoder):
+        mask = combined_mask(encoder, hidden, mask)
+        for layer in layers:
+            hidden = layer(hidden, attention_mask=None, position_bias=mask)[0]
+    else:
+        bias = encoder.compute_position_bias(hidden)
+        for layer in layers:
+            hidden = layer(hidden, mask, bias)[0]
+    return hidden
+
+
+def bottom_states(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  n: int) -> torch.Tensor:
+    """Output of the embeddings and the first ``n`` layers, (B, T, H)."""
+    hidden = mpnet(backbone).embeddings(input_ids=input_ids)
+    return run_layers(backbone, hidden, attention_mask, 0, n) if n else hidden
+
+
+@dataclass
+class PrefixStates:
+    """Cached bottom states of one split: row ``r`` is ``states[offsets[r]:offsets[r + 1]]``, (T_r, H)."""
+
+    states: torch.Tensor  # (total tokens, H)
+    offsets: torch.Tensor  # (rows + 1,)
+    layers: int  # how many encoder layers (after the embeddings) produced them
+
+    def batch(self, rows, width: int) -> torch.Tensor:
+        """The states of ``rows`` right-padded with zeros to ``width`` tokens, (B, width, H)."""
+        out = self.states.new_zeros((len(rows), width, self.states.shape[1]))
+        for b, r in enumerate(rows):
+            start, stop = int(self.offsets[r]), int(self.offsets[r + 1])
+            out[b, : stop - start] = self.states[start:stop]
+        return out
+
+
+def cache_key(backbone: nn.Module, input_ids: list[list[int]], n: int, dtype: torch.dtype | None) -> str:
+    """A digest of everything the cached states depend on."""
+    h = hashlib.sha256(f"mtst-prefix-v1 layers={n} dtype={dtype}".encode())
+    for p in bottom_parameters(backbone, n):
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    h.update(np.asarray([len(ids) for ids in input_ids], dtype=np.int64).tobytes())
+    h.update(np.asarray([i for ids in input_ids for i in ids], dtype=np.int64).tobytes())
+    return h.hexdigest()[:32]
+
+
+@torch.no_grad()
+def prefix_states(backbone: nn.Module, input_ids: list[list[int]], pad_id: int, n: int,
+                  dtype: torch.dtype | None = None, cache_dir=None, batch_size: int = 64,
+                  desc: str = "prefix") -> tuple[PrefixStates, bool]:
+    """The bottom states of every row, computed (and cached under ``cache_dir``) or read from the cache.
+
+    Args:
+        backbone: the Hugging Face MPNet model (its bottom ``n`` layers must be frozen).
+        input_ids: the split's token ids.
+        n: encoder layers in the prefix (0: the embeddings only).
+        dtype: autocast dtype (and storage dtype) of the states; None: fp32.
+
+    Returns:
+        The states, and whether they came from the cache.
+    """
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"{desc}-{cache_key(backbone, input_ids, n, dtype)}.safetensors"
+        if path.is_file():
+            logger.info("prefix states from cache %s", path)
+            saved = load_file(str(path))
+            return PrefixStates(saved["states"], saved["offsets"], n), True
+    device = next(backbone.parameters()).device
+    was_training = backbone.training
+    backbone.eval()
+    store = dtype or torch.float32
+    lengths = [len(ids) for ids in input_ids]
+    offsets = torch.zeros(len(input_ids) + 1, dtype=torch.long)
+    offsets[1:] = torch.tensor(lengths).cumsum(0)
+    states = torch.empty((int(offsets[-1]), mpnet(backbone).config.hidden_size), dtype=store)
+    start = time.perf_counter()
+    order = np.argsort(-np.asarray(lengths), kind="stable")  # longest first: little padding
+    batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    for rows in tqdm(batches, desc=f"cache {desc} (layers 0-{n})", disable=None):
+        ids, mask = pad_batch([input_ids[r] for r in rows], pad_id)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out = bottom_states(backbone, ids.to(device), mask.to(device), n)
+        out = out.to(store).cpu()
+        for b, r in enumerate(rows):
+            states[offsets[r]:offsets[r + 1]] = out[b, : lengths[r]]
+    backbone.train(was_training)
+    logger.info("prefix states of %s: %d rows in %.1f s", desc, len(input_ids), time.perf_counter() - start)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"states": states, "offsets": offsets}, str(tmp))
+        tmp.replace(path)
+    return PrefixStates(states, offsets, n), False
