@@ -142,8 +142,8 @@ class Predictor:
         keep = [list(range(min(n, limit - 1))) + [n - 1] if n > limit else list(range(n))
                 for n in (len(ids) for ids in enc["input_ids"])]
         input_ids = [[enc["input_ids"][i][k] for k in kept] for i, kept in enumerate(keep)]
-        shapes = [shape_ids([enc.word_ids(i)[k] for k in kept], [text[s:e] for s, e in words[i]])
-                  for i, (text, kept) in enumerate(zip(texts, keep))]
+        word_ids = [[ids[k] for k in kept] for ids, kept in zip(map(enc.word_ids, range(len(texts))), keep)]
+        shapes = [shape_ids(word_ids[i], [text[s:e] for s, e in words[i]]) for i, text in enumerate(texts)]
         cls_probs, ner_probs = [None] * len(texts), [None] * len(texts)
         for chunk in token_chunks([len(ids) for ids in input_ids], self.chunk_tokens):
             batch, mask = pad_batch([input_ids[i] for i in chunk], tok.pad_token_id)
@@ -155,17 +155,15 @@ class Predictor:
                 ner_probs[i] = F.softmax(out["ner"][row, : len(input_ids[i])].float(), dim=-1).cpu()
         results = []
         for i, text in enumerate(texts):
-            all_word_ids = enc.word_ids(i)
-            word_ids = [all_word_ids[k] for k in keep[i]]
             offsets = [enc["offset_mapping"][i][k] for k in keep[i]]  # within each word
             spans = [(None, None) if w is None else (words[i][w][0] + s, words[i][w][0] + e)
-                     for w, (s, e) in zip(word_ids, offsets)]
+                     for w, (s, e) in zip(word_ids[i], offsets)]
             results.append({
                 "topic": self.model.class_labels[int(cls_probs[i].argmax())],
                 "probabilities": {label: float(p) for label, p in zip(self.model.class_labels, cls_probs[i])},
-                "entities": self._entities(text, words[i], word_ids, ner_probs[i]),
+                "entities": self._entities(text, words[i], word_ids[i], ner_probs[i]),
                 "tokens": [{"token": t, "start": start, "end": end, "special": w is None}
-                           for t, w, (start, end) in zip(tok.convert_ids_to_tokens(input_ids[i]), word_ids, spans)],
+                           for t, w, (start, end) in zip(tok.convert_ids_to_tokens(input_ids[i]), word_ids[i], spans)],
                 "num_tokens": len(input_ids[i]),
                 "truncated": cut[i] or len(enc["input_ids"][i]) > limit,
                 "trained": self.trained,
