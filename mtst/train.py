@@ -252,14 +252,12 @@ def evaluate(model: MultiTaskSentenceTransformer, data: dict[str, TaskFeatures],
             n = len(rows) if task == "cls" else int((batch["labels"] != IGNORE_INDEX).sum())
             loss_sum += task_loss(logits, batch["labels"]).item() * n
             count += n
-            best = logits.argmax(-1).cpu()
-            logprobs = F.log_softmax(logits.float(), dim=-1).cpu() if task == "ner" else None
-            for b, r in enumerate(rows):
-                if task == "cls":
-                    preds[r] = int(best[b])
-                else:  # one row of label log-probabilities per word read
-                    keep = batch["labels"][b].cpu() != IGNORE_INDEX
-                    preds[r] = logprobs[b][keep].numpy()
+            if task == "cls":
+                preds.update(zip(rows, logits.argmax(-1).tolist()))
+            else:  # one row of label log-probabilities per word read
+                logprobs = F.log_softmax(logits.float(), dim=-1).cpu()
+                keep = batch["labels"].cpu() != IGNORE_INDEX
+                preds.update((r, logprobs[b][keep[b]].numpy()) for b, r in enumerate(rows))
         loss_sum, count, preds = dist.gather_eval(loss_sum, count, preds)
         results[task] = score_task(model, features, preds, loss_sum / max(count, 1))
     results["loss"] = sum(results[t]["loss"] for t in data)
