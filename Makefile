@@ -12,7 +12,7 @@ ARTIFACT ?= results/runs/cpu-s42/artifact
 
 setup: .venv/.installed
 
-.venv/.installed: requirements.txt pyproject.toml
+.venv/.installed: requirements.txt requirements-runtime.txt pyproject.toml
 	python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt

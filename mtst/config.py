@@ -19,8 +19,9 @@ class ModelConfig:
     """Hub id or local folder of the backbone (env ``MTST_MODEL``)."""
     pooling: str = "mean"
     """Sentence pooling: ``mean`` (masked), ``cls`` or ``max``."""
-    normalize: bool = False
-    """L2-normalise sentence embeddings in ``encode`` (the classifier sees raw pooled states)."""
+    normalize: bool | None = None
+    """L2-normalise sentence embeddings in ``encode``; None follows the model folder's ``modules.json``
+    as sentence-transformers does (the classifier always sees raw pooled states)."""
     max_seq_length: int = 384
     """Longer inputs are truncated (and reported); 384 as in the model card."""
     ner_scheme: str = "iob2"

@@ -121,7 +121,7 @@ def run_experiment(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: Trai
     history = fit(model, data, train_cfg, run_dir, resume=resume, recorder=recorder,
                   cache_dir=Path(cache_dir) / "prefix")
     if history.interrupted:
-        return {"interrupted": True, "step": history.steps[-1]["step"] if history.steps else 0}
+        return {"interrupted": True, "step": history.resumed_at_step + history.steps_run}
     best = MultiTaskSentenceTransformer.from_pretrained(run_dir / BEST).to(device)
     test = evaluate(best, {t: d.test for t, d in data.items()}, train_cfg.eval_batch_size, train_cfg.precision)
     if not dist.is_main():

@@ -98,10 +98,11 @@ class MultiTaskSentenceTransformer(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> "MultiTaskSentenceTransformer":
-        """A fresh model: pretrained backbone, randomly initialised heads."""
+        """A fresh model in eval mode: pretrained backbone, randomly initialised heads."""
         encoder = SentenceTransformer.from_pretrained(cfg.model_name, cfg.pooling, cfg.normalize,
                                                       cfg.max_seq_length, attention=cfg.attention)
-        return cls(encoder, AG_NEWS_LABELS, ner_labels(cfg.ner_scheme), cfg.head_dropout, cfg.ner_shape_dim)
+        model = cls(encoder, AG_NEWS_LABELS, ner_labels(cfg.ner_scheme), cfg.head_dropout, cfg.ner_shape_dim)
+        return model.eval()
 
     @property
     def tokenizer(self):

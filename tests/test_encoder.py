@@ -125,3 +125,16 @@ def test_default_normalize_follows_the_folder(tiny_model_dir, tmp_path):
     np.testing.assert_allclose(np.linalg.norm(reference, axis=1), 1.0, rtol=1e-5)
     assert np.abs(model.encode(SENTENCES) - reference).max() <= 1e-6
     assert SentenceTransformer.from_pretrained(str(folder), normalize=False).normalize is False
+
+
+def test_the_multitask_model_follows_the_folder_too(tiny_model_dir, tmp_path):
+    """``ModelConfig``'s default normalisation is the folder's, as for ``SentenceTransformer``, and a
+    fresh model comes in eval mode like every loaded one."""
+    from mtst import ModelConfig, MultiTaskSentenceTransformer
+
+    folder = _with_normalize_module(tiny_model_dir, tmp_path / "normalized")
+    model = MultiTaskSentenceTransformer.from_config(ModelConfig(model_name=str(folder)))
+    assert model.encoder.normalize is True
+    assert not any(m.training for m in model.modules())
+    reference = ST(str(folder), device="cpu").encode(SENTENCES)
+    assert np.abs(model.encoder.encode(SENTENCES) - reference).max() <= 1e-6

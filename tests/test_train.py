@@ -237,6 +237,14 @@ def test_rescore_reproduces_the_recorded_scores(tiny_model_dir, tmp_path):
     assert json.loads((tmp_path / "record" / "metrics.json").read_text())["rescored"]
 
 
+def test_an_interrupted_run_reports_the_last_step_it_did(tiny_model_dir, tmp_path):
+    """Not the last step it logged: with log_every=2, a stop after 3 steps reports step 3."""
+    cfg = ModelConfig(model_name=str(tiny_model_dir))
+    train = dataclasses.replace(TRAIN, stop_after_steps=3, log_every=2)
+    kwargs = dict(runs_dir=tmp_path / "runs", record_dir=tmp_path / "record", cache_dir=tmp_path / "cache")
+    assert run_experiment(cfg, DATA, train, "i", **kwargs) == {"interrupted": True, "step": 3}
+
+
 def test_reuse_returns_a_finished_run_and_resumes_an_interrupted_one(tiny_model_dir, tmp_path):
     cfg = ModelConfig(model_name=str(tiny_model_dir))
     kwargs = dict(runs_dir=tmp_path / "runs", record_dir=tmp_path / "record", cache_dir=tmp_path / "cache")
