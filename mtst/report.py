@@ -77,6 +77,7 @@ def run_row(name: str, run: dict) -> dict:
         "ag_news_val_accuracy": m["val"]["val_cls_accuracy"], "conll_val_entity_f1": m["val"]["val_entity_f1"],
         "profile": m.get("profile"), "device": m["device"], "device_name": m.get("device_name"),
         "cpu_threads": env.get("cpu_threads"), "torch": env.get("packages", {}).get("torch"),
+        "machine": machine(m.get("device_name"), env),
         "precision": m.get("precision"), "freeze": m.get("freeze"), "trainable_layers": m.get("trainable_layers"),
         "epochs_run": m["epochs_run"], "epochs_configured": _get(config, ("train", "epochs")),
         "best_epoch": m["best_epoch"], "stopped_early": m["stopped_early"],
@@ -95,10 +96,20 @@ def _mean_std(values: list) -> tuple[float | None, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
+def machine(device_name: str | None, env: dict) -> str:
+    """The device and, for a CPU, whether it computes bf16 with AMX or with AVX512-BF16 only."""
+    features = set(env.get("cpu_features") or [])
+    kind = "AMX" if "amx_bf16" in features else "AVX512-BF16, no AMX" if "avx512_bf16" in features else None
+    return f"{device_name} ({kind})" if kind and not str(env.get("device", "")).startswith("cuda") else str(device_name)
+
+
 def group_stats(names: list[str], rows: dict, unfinished: list[int]) -> dict:
-    """Mean and sample standard deviation over a group's finished seeds, and the per-seed values."""
+    """Mean and sample standard deviation over a group's finished seeds, and the per-seed values.
+    Wall time gets no mean when the seeds ran on different kinds of machine."""
     names = sorted(names, key=lambda n: (rows[n]["seed"] or 0, n))
     stats = {k: _mean_std([rows[n][k] for n in names]) for k in METRICS}
+    if len({rows[n]["machine"] for n in names}) > 1:
+        stats["wall_seconds"] = (None, None)
     return {"n": len(names), "planned": max(PLANNED_SEEDS, len(names) + len(unfinished)),
             "seeds": [rows[n]["seed"] for n in names], "runs": names, "unfinished_seeds": sorted(unfinished),
             "mean": {k: v[0] for k, v in stats.items()}, "std": {k: v[1] for k, v in stats.items()},
@@ -172,7 +183,7 @@ def runs_table(summary: dict, names) -> str:
                      f'| {_pct(r["ag_news_test_accuracy"])} | {_pct(r["ag_news_val_accuracy"])} '
                      f'| {_pct(r["conll_test_entity_f1"])} | {_pct(r["conll_test_strict_entity_f1"])} '
                      f'| {_pct(r["conll_test_token_accuracy"])} | {_pct(r["conll_test_coarse_token_accuracy"])} '
-                     f'| {r["wall_seconds"]:.0f} | {r["device_name"]} |')
+                     f'| {r["wall_seconds"]:.0f} | {r["machine"]} |')
     return "\n".join(lines)
 
 
@@ -233,9 +244,11 @@ def training_facts(summary: dict, runs: dict) -> str:
                            + _by_seed(rows, lambda r: "yes" if r["stopped_early"] else "no")),
         ("best epoch", _by_seed(rows, lambda r: str(r["best_epoch"]))),
         ("precision", _by_seed(rows, lambda r: r["precision"]) + f"; config `{train['precision']}`"),
-        ("device", _by_seed(rows, lambda r: f"{r['device_name']}, {r['cpu_threads']} threads, torch {r['torch']}")),
-        ("wall time", f"{_pm(group, 'wall_seconds')} s per seed, one process from building the model to the "
-                      "test scores; of it, caching the frozen prefix: "
+        ("device", _by_seed(rows, lambda r: f"{r['machine']}, {r['cpu_threads']} threads, torch {r['torch']}")),
+        ("wall time", (f"{_pm(group, 'wall_seconds')} s per seed" if group["mean"]["wall_seconds"] is not None
+                       else _by_seed(rows, lambda r: f"{r['wall_seconds']:.0f} s") + " (the seeds ran on different "
+                       "machines, some beside other work: no mean)")
+                      + ", one process from building the model to the test scores; of it, caching the frozen prefix: "
                       + _by_seed(rows, _prefix_time)
                       + ", epochs: " + _by_seed(rows, lambda r: f"{r['train_seconds']:.0f} s")),
     ]

@@ -30,7 +30,7 @@ def root(tmp_path) -> Path:
 
 
 def fake_run(root: Path, name: str, seed: int, ag=0.9, f1=0.85, coarse=0.97, token=0.95, wall=100.0,
-             finished=True, profile="cpu", metrics=None, train=None):
+             finished=True, profile="cpu", metrics=None, train=None, cpu_features=()):
     """A run folder as ``run_experiment`` leaves it; ``metrics`` / ``train`` override fields."""
     folder = root / "results" / "runs" / name
     folder.mkdir(parents=True)
@@ -43,7 +43,8 @@ def fake_run(root: Path, name: str, seed: int, ag=0.9, f1=0.85, coarse=0.97, tok
               "data": dataclasses.asdict(data_cfg), "train": dataclasses.asdict(train_cfg), **rows}
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "environment.json").write_text(json.dumps(
-        {"cpu": "Test CPU", "cpu_threads": 2, "packages": {"torch": "2.0"}, "device": "cpu"}))
+        {"cpu": "Test CPU", "cpu_threads": 2, "packages": {"torch": "2.0"}, "device": "cpu",
+         "cpu_features": list(cpu_features)}))
     if not finished:
         return folder
     per_type = {t: {"precision": f1, "recall": f1, "f1": f1, "support": 10} for t in ("LOC", "MISC", "ORG", "PER")}
@@ -87,6 +88,22 @@ def test_seed_group_mean_and_sample_std(root):
     for name in ("cpu-s42", "cpu-s43", "cpu-s44"):  # a row per seed
         assert re.search(rf"^\| {name} \|", writeup, re.M)
     assert (root / "loss_plot.png").read_bytes() == b"plot of cpu-s42"
+
+
+def test_no_wall_time_mean_across_machines(root):
+    """Seeds run on an AMX machine and on one without AMX: the writeup names each machine and gives
+    each seed's wall time, with no mean or spread over them."""
+    amx = ("avx512_bf16", "amx_bf16")
+    fake_run(root, "cpu-s42", 42, wall=2800.0, cpu_features=amx)
+    fake_run(root, "cpu-s43", 43, wall=4900.0, cpu_features=amx)
+    fake_run(root, "cpu-s44", 44, wall=8300.0, cpu_features=("avx512_bf16",))
+    group = write_report(root)["groups"]["cpu"]
+    assert group["mean"]["wall_seconds"] is None and group["std"]["wall_seconds"] is None
+    assert group["mean"]["ag_news_test_accuracy"] == pytest.approx(0.9)  # scores still averaged
+    writeup = (root / "writeup.md").read_text()
+    assert "2800 s (seed 42), 4900 s (seed 43), 8300 s (seed 44)" in writeup
+    assert "Test CPU (AMX)" in writeup and "Test CPU (AVX512-BF16, no AMX)" in writeup
+    assert re.search(r"^\| \*\*cpu\*\* \|.*\| – \|$", writeup, re.M)
 
 
 def test_headline_is_gpu_then_cpu_then_smoke(root):
