@@ -3,7 +3,8 @@
 import os
 from dataclasses import dataclass, field
 
-HUB_MODEL_ID = "sentence-transformers/all-mpnet-base-v2"
+from .assets import model_spec
+
 AG_NEWS_OFFICIAL_TRAIN_ROWS = 120_000  # the official train split; fractions are of this size
 
 
@@ -15,8 +16,8 @@ def _env(name: str, default: str | None = None) -> str | None:
 class ModelConfig:
     """The shared encoder and its heads."""
 
-    model_name: str = field(default_factory=lambda: _env("MTST_MODEL", HUB_MODEL_ID))
-    """Hub id or local folder of the backbone (env ``MTST_MODEL``)."""
+    model_name: str = field(default_factory=model_spec)
+    """Hub id, local folder or ``mtst:tiny`` of the backbone (default: env ``MTST_MODEL``, else all-mpnet-base-v2)."""
     pooling: str = "mean"
     """Sentence pooling: ``mean`` (masked), ``cls`` or ``max``."""
     normalize: bool | None = None

@@ -72,13 +72,11 @@ class Setup:
     """
 
     def __init__(self, profile: str | None = None):
-        import dataclasses
         import tempfile
         import warnings
 
         from transformers.utils import logging as hf_logging
 
-        from .experiment import TINY_MODEL
         from .profiles import load_configs
 
         warnings.filterwarnings("ignore")
@@ -92,11 +90,6 @@ class Setup:
         self.results_dir = scratch / "results" if scratch else self.root / "results"
         self.runs_dir = scratch / "runs" if scratch else self.root / "runs"
         self.cache_dir = self.root / "cache"
-        if self.model_cfg.model_name == TINY_MODEL:
-            from .tiny import build_tiny_model
-
-            tiny = build_tiny_model(self.cache_dir / "tiny-mpnet")
-            self.model_cfg = dataclasses.replace(self.model_cfg, model_name=str(tiny))
 
     @property
     def headline_name(self) -> str:
