@@ -9,15 +9,11 @@ import os
 import time
 from pathlib import Path
 
-import torch
+from .config import best_profile
 
 logger = logging.getLogger(__name__)
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-
-
-def best_profile() -> str:
-    return "gpu" if torch.cuda.is_available() else "cpu"
 
 
 def execute_all(profile: str = "auto", folder=NOTEBOOKS, timeout: int | None = None, out_dir=None,
@@ -77,7 +73,7 @@ class Setup:
 
         from transformers.utils import logging as hf_logging
 
-        from .profiles import load_configs
+        from .config import load_configs
 
         warnings.filterwarnings("ignore")
         hf_logging.set_verbosity_error()

@@ -7,9 +7,10 @@ import pytest
 
 from mtst import assets
 from mtst.assets import build_tiny_model
+from mtst.config import TINY_DATA
 
 FIXTURES = Path(__file__).parent / "fixtures"
-FIXTURE_DATA = FIXTURES / "data"
+FIXTURE_DATA = TINY_DATA
 
 
 @pytest.fixture(scope="session")
