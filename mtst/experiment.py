@@ -12,10 +12,10 @@ from .assets import resolve_model, weights_sha256
 from .config import DataConfig, ModelConfig, TrainConfig
 from .data import load_ag_news, load_conll
 from .features import classification_features, ner_features
-from .freezing import prefix_layers
+from .freezing import cache_prefix, prefix_layers
 from .model import MultiTaskSentenceTransformer
 from .runs import RunRecorder, environment, jsonable, plot_confusion, plot_losses
-from .train import BEST, LAST, TaskSplits, autocast_dtype, cache_prefix, evaluate, fit, resolve_device
+from .train import BEST, LAST, TaskSplits, autocast_dtype, evaluate, fit, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +151,8 @@ def rescore(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig
     device = resolve_device(train_cfg.device)
     best = MultiTaskSentenceTransformer.from_pretrained(run_dir / BEST).to(device)
     data, _ = build_task_data(best, data_cfg)
-    cache_prefix(best, data, prefix_layers(best, train_cfg), train_cfg.precision, Path(cache_dir) / "prefix",
-                 train_cfg.eval_batch_size)
+    cache_prefix(best, data, prefix_layers(best, train_cfg), autocast_dtype(device, train_cfg.precision),
+                 Path(cache_dir) / "prefix", train_cfg.eval_batch_size)
     val = evaluate(best, {t: d.val for t, d in data.items()}, train_cfg.eval_batch_size, train_cfg.precision)
     test = evaluate(best, {t: d.test for t, d in data.items()}, train_cfg.eval_batch_size, train_cfg.precision)
     metrics["rescored"] = {"time_utc": environment()["time_utc"], "previous_test": metrics["test"],

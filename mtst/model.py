@@ -13,8 +13,8 @@ from .config import ModelConfig
 from .data import AG_NEWS_LABELS, CONLL_LABELS, ner_labels
 from .encoder import SentenceTransformer
 from .features import SHAPES
+from .freezing import run_layers
 from .pooling import POOLERS
-from .prefix import run_layers
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class MultiTaskSentenceTransformer(nn.Module):
         Args:
             shape_ids: (B, T) word shapes, for an NER head that reads them.
             states: (B, T, H) cached output of the frozen embeddings and first ``start_layer``
-                layers (``mtst.prefix``); the encoder then runs only the layers above.
+                layers (``mtst.freezing``); the encoder then runs only the layers above.
 
         Returns:
             ``sentence_embedding`` (B, H), ``token_embeddings`` (B, T, H), and per task
