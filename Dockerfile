@@ -25,7 +25,8 @@ COPY mtst ./mtst
 RUN pip install --no-deps .
 
 # Fetch and verify all-mpnet-base-v2 at build time, so the container runs offline.
-RUN python -m mtst.assets model
+COPY scripts/fetch.py ./scripts/
+RUN python scripts/fetch.py model
 COPY ${ARTIFACT} /opt/mtst/artifact
 
 RUN useradd --create-home --uid 1000 app

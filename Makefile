@@ -20,7 +20,7 @@ setup: .venv/.installed
 	touch $@
 
 model: setup
-	$(PY) -m mtst.assets model
+	$(PY) scripts/fetch.py model
 
 # The main job: re-execute every notebook end to end on the best device present.
 run: model

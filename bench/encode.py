@@ -99,7 +99,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.tiny:
-        from mtst.tiny import build_tiny_model
+        from mtst.assets import build_tiny_model
 
         folder = str(build_tiny_model(Path(tempfile.gettempdir()) / "mtst-bench-tiny-mpnet"))
         texts_path = ROOT / "tests" / "fixtures" / "data" / "ag_news" / "test.csv"

@@ -230,7 +230,7 @@ def main(argv=None) -> dict:
     n_warmup = args.warmup if args.warmup is not None else (2 if cpu else 5)
     batch_sizes = [int(b) for b in (args.batch_sizes or ("16" if cpu else "32,128,256,512")).split(",")]
     if args.tiny:
-        from mtst.tiny import build_tiny_model
+        from mtst.assets import build_tiny_model
 
         folder = str(build_tiny_model(Path(tempfile.gettempdir()) / "mtst-bench-tiny-mpnet"))
         data_dir = ROOT / "tests" / "fixtures" / "data"

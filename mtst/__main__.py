@@ -9,8 +9,8 @@ from pathlib import Path
 
 
 def _train(args) -> None:
+    from .config import load_configs
     from .experiment import run_experiment
-    from .profiles import load_configs
 
     model_cfg, data_cfg, train_cfg = load_configs(args.profile, args.config, args.set)
     name = args.name or args.profile or "run"
@@ -28,9 +28,9 @@ def _train(args) -> None:
 
 
 def _evaluate(args) -> None:
+    from .config import load_configs
     from .experiment import build_task_data
     from .model import MultiTaskSentenceTransformer
-    from .profiles import load_configs
     from .train import evaluate, resolve_device
 
     _, data_cfg, train_cfg = load_configs(args.profile, args.config, args.set)
@@ -48,8 +48,8 @@ def _evaluate(args) -> None:
 
 
 def _rescore(args) -> None:
+    from .config import load_configs
     from .experiment import rescore
-    from .profiles import load_configs
 
     model_cfg, data_cfg, train_cfg = load_configs(args.profile, args.config, args.set)
     metrics = rescore(model_cfg, data_cfg, train_cfg, args.name, args.runs_dir, args.record_dir, args.cache_dir)

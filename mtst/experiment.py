@@ -1,6 +1,5 @@
 """One call from configs to a finished, recorded run: data, model, fit (or probe), test metrics."""
 
-import dataclasses
 import json
 import logging
 import time
@@ -9,48 +8,35 @@ from pathlib import Path
 import torch
 
 from . import distributed as dist
-from .assets import MODEL_SHA256, is_verified, resolve_model, sha256_file
+from .assets import resolve_model, weights_sha256
 from .config import DataConfig, ModelConfig, TrainConfig
 from .data import load_ag_news, load_conll
 from .features import classification_features, ner_features
-from .freezing import prefix_layers
+from .freezing import cache_prefix, prefix_layers
 from .model import MultiTaskSentenceTransformer
 from .runs import RunRecorder, environment, jsonable, plot_confusion, plot_losses
-from .train import BEST, LAST, TaskSplits, autocast_dtype, cache_prefix, evaluate, fit, resolve_device
+from .train import BEST, LAST, TaskSplits, autocast_dtype, evaluate, fit, resolve_device
 
 logger = logging.getLogger(__name__)
 
-TINY_MODEL = "mtst:tiny"  # model_name that builds the tiny random MPNet (smoke runs, CI)
-
-
-def build_model(cfg: ModelConfig, seed: int, cache_dir="cache", init_from=None) -> MultiTaskSentenceTransformer:
-    """The encoder from ``cfg.model_name`` (or the tiny test model) with seeded fresh heads, or the
-    saved model ``init_from``.
-    """
+def build_model(cfg: ModelConfig, seed: int, init_from=None) -> MultiTaskSentenceTransformer:
+    """The encoder ``cfg.model_name`` names with seeded fresh heads, or the saved model ``init_from``."""
     if init_from:
         return MultiTaskSentenceTransformer.from_pretrained(init_from)
-    if cfg.model_name == TINY_MODEL:
-        from .tiny import build_tiny_model
-
-        folder = Path(cache_dir) / "tiny-mpnet"
-        if dist.is_main():  # transformers writes weights on rank 0 only
-            build_tiny_model(folder)
-        dist.barrier()
-        cfg = dataclasses.replace(cfg, model_name=str(folder))
+    if dist.is_main():  # a model built on first use (mtst:tiny) is written by one process only
+        resolve_model(cfg.model_name)
+    dist.barrier()
     torch.manual_seed(seed)
     return MultiTaskSentenceTransformer.from_config(cfg)
 
 
-def save_artifact(model: MultiTaskSentenceTransformer, cfg: ModelConfig, folder: Path, tiny_folder=None) -> None:
+def save_artifact(model: MultiTaskSentenceTransformer, cfg: ModelConfig, folder: Path) -> None:
     """The shipped form of a trained model: heads plus the encoder's delta on top of the base model,
     whose weights checksum travels with them (``MultiTaskSentenceTransformer.save_artifact``).
     """
-    source = Path(resolve_model(cfg.model_name) if cfg.model_name != TINY_MODEL else tiny_folder)
-    sha = None
-    if source.is_dir():  # the verified default base already carries its checksum: no re-hash
-        sha = MODEL_SHA256 if is_verified(source) else sha256_file(source / "model.safetensors")
-    base = cfg.model_name if cfg.model_name != TINY_MODEL else str(source)
-    model.save_artifact(folder, base_model=base, base_sha256=sha, base_folder=source)
+    source = Path(resolve_model(cfg.model_name))
+    sha = weights_sha256(source) if source.is_dir() else None
+    model.save_artifact(folder, base_model=cfg.model_name, base_sha256=sha, base_folder=source)
 
 
 def build_task_data(model: MultiTaskSentenceTransformer, data_cfg: DataConfig) -> tuple[dict[str, TaskSplits], dict]:
@@ -106,7 +92,7 @@ def run_experiment(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: Trai
     record_dir = Path(record_dir) if record_dir else run_dir
     device = resolve_device(train_cfg.device)
     start = time.perf_counter()
-    model = build_model(model_cfg, train_cfg.seed, cache_dir, train_cfg.init_from)
+    model = build_model(model_cfg, train_cfg.seed, train_cfg.init_from)
     data, data_record = build_task_data(model, data_cfg)
     configs = {"name": name, "profile": profile, "model": model_cfg, "data": data_cfg, "train": train_cfg,
                **data_record}
@@ -142,7 +128,7 @@ def run_experiment(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: Trai
         "trainable_layers": train_cfg.trainable_layers, **data_record,
         "val": best_val, "test": {"cls": test["cls"], "ner": test["ner"]},
     }
-    save_artifact(best, model_cfg, record_dir / "artifact", Path(cache_dir) / "tiny-mpnet")
+    save_artifact(best, model_cfg, record_dir / "artifact")
     metrics["artifact"] = str(record_dir / "artifact")
     recorder.write_json("metrics.json", metrics)
     plot_losses(history.steps, history.epochs, record_dir / "loss_plot.png", title=name)
@@ -165,8 +151,8 @@ def rescore(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig
     device = resolve_device(train_cfg.device)
     best = MultiTaskSentenceTransformer.from_pretrained(run_dir / BEST).to(device)
     data, _ = build_task_data(best, data_cfg)
-    cache_prefix(best, data, prefix_layers(best, train_cfg), train_cfg.precision, Path(cache_dir) / "prefix",
-                 train_cfg.eval_batch_size)
+    cache_prefix(best, data, prefix_layers(best, train_cfg), autocast_dtype(device, train_cfg.precision),
+                 Path(cache_dir) / "prefix", train_cfg.eval_batch_size)
     val = evaluate(best, {t: d.val for t, d in data.items()}, train_cfg.eval_batch_size, train_cfg.precision)
     test = evaluate(best, {t: d.test for t, d in data.items()}, train_cfg.eval_batch_size, train_cfg.precision)
     metrics["rescored"] = {"time_utc": environment()["time_utc"], "previous_test": metrics["test"],

@@ -11,7 +11,7 @@ import torch
 
 from .data import IGNORE_INDEX, TaggedSentence, TextExample, to_coarse
 from .encoder import pad_batch, tokenize_texts
-from .prefix import PrefixStates
+from .freezing import PrefixStates
 
 # Word shapes for the NER head: all-mpnet-base-v2 lowercases its input, so capital letters (the
 # strongest single cue for a name) never reach the encoder; the head gets them from here.

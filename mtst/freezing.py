@@ -1,31 +1,193 @@
-"""Task 3: which parameters train. A strategy is a set of trainable parameters, never another loop.
+"""Task 3: which parameters train, and the frozen bottom of the encoder, run once and cached.
 
-``TrainConfig.trainable_layers`` says how deep the encoder trains: None, all of it (embeddings
-included); ``k``, only its top ``k`` layers (0: the encoder is frozen, a linear probe). Whatever is
-frozen at the bottom runs once and is cached (``mtst.prefix``). ``TrainConfig.freeze`` adds the
-other strategies: ``gradual`` unfreezes those ``k`` layers one per epoch from the top, ``lora``
-trains adapters instead of the layers' weights, ``cls_head`` / ``ner_head`` keep that head frozen.
+A strategy is a set of trainable parameters, never another loop. ``TrainConfig.trainable_layers``
+says how deep the encoder trains: None, all of it (embeddings included); ``k``, only its top ``k``
+layers (0: the encoder is frozen, a linear probe). ``TrainConfig.freeze`` adds the other strategies:
+``gradual`` unfreezes those ``k`` layers one per epoch from the top, ``lora`` trains adapters instead
+of the layers' weights, ``cls_head`` / ``ner_head`` keep that head frozen.
+
+When the embeddings and the first ``n`` layers are frozen, their output for a given sentence never
+changes during training. ``prefix_states`` computes it once per split (in eval mode, so no dropout)
+and caches it on disk, keyed by everything it depends on: the frozen weights themselves, the token
+ids (the data, the tokenizer and the truncation), ``n`` and the precision. A stale cache can
+therefore never be read. ``run_layers`` then continues from those states through the trainable
+layers; a forward from cached states equals the full forward in eval mode (tests/test_prefix.py).
 """
 
+import hashlib
 import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm.auto import tqdm
+from transformers.masking_utils import create_bidirectional_mask
 
+from .attention import SdpaMPNetEncoder, combined_mask
 from .config import TrainConfig
-from .model import MultiTaskSentenceTransformer
-from .prefix import mpnet, num_layers
+from .encoder import pad_batch
 
 logger = logging.getLogger(__name__)
 
 
-def layer_groups(model: MultiTaskSentenceTransformer) -> list[list[nn.Parameter]]:
+def mpnet(backbone: nn.Module) -> nn.Module:
+    """The ``MPNetModel`` inside ``backbone`` (itself, or the model under a peft wrapper)."""
+    return backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+
+
+def num_layers(backbone: nn.Module) -> int:
+    """How many transformer layers the backbone has."""
+    return len(mpnet(backbone).encoder.layer)
+
+
+def bottom_parameters(backbone: nn.Module, n: int) -> list[nn.Parameter]:
+    """Parameters that the output of the embeddings and the first ``n`` layers depends on."""
+    model = mpnet(backbone)
+    params = list(model.embeddings.parameters())
+    if n > 0:  # the relative-position bias is shared by every layer
+        params += list(model.encoder.relative_attention_bias.parameters())
+    for layer in model.encoder.layer[:n]:
+        params += list(layer.parameters())
+    return params
+
+
+def run_layers(backbone: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor,
+               start: int, stop: int | None = None) -> torch.Tensor:
+    """Continue the backbone from ``hidden`` (B, T, H), the output of its first ``start`` layers,
+    through layers ``start:stop``; same arithmetic as the backbone's own forward.
+    """
+    model = mpnet(backbone)
+    encoder = model.encoder
+    mask = create_bidirectional_mask(config=model.config, inputs_embeds=hidden, attention_mask=attention_mask)
+    layers = encoder.layer[start:stop]
+    if isinstance(encoder, SdpaMPNetEncoder):
+        mask = combined_mask(encoder, hidden, mask)
+        for layer in layers:
+            hidden = layer(hidden, attention_mask=None, position_bias=mask)[0]
+    else:
+        bias = encoder.compute_position_bias(hidden)
+        for layer in layers:
+            hidden = layer(hidden, mask, bias)[0]
+    return hidden
+
+
+def bottom_states(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  n: int) -> torch.Tensor:
+    """Output of the embeddings and the first ``n`` layers, (B, T, H)."""
+    hidden = mpnet(backbone).embeddings(input_ids=input_ids)
+    return run_layers(backbone, hidden, attention_mask, 0, n) if n else hidden
+
+
+@dataclass
+class PrefixStates:
+    """Cached bottom states of one split: row ``r`` is ``states[offsets[r]:offsets[r + 1]]``, (T_r, H)."""
+
+    states: torch.Tensor  # (total tokens, H)
+    offsets: torch.Tensor  # (rows + 1,)
+    layers: int  # how many encoder layers (after the embeddings) produced them
+
+    def batch(self, rows, width: int) -> torch.Tensor:
+        """The states of ``rows`` right-padded with zeros to ``width`` tokens, (B, width, H)."""
+        out = self.states.new_zeros((len(rows), width, self.states.shape[1]))
+        for b, r in enumerate(rows):
+            start, stop = int(self.offsets[r]), int(self.offsets[r + 1])
+            out[b, : stop - start] = self.states[start:stop]
+        return out
+
+
+def cache_key(backbone: nn.Module, input_ids: list[list[int]], n: int, dtype: torch.dtype | None) -> str:
+    """A digest of everything the cached states depend on."""
+    h = hashlib.sha256(f"mtst-prefix-v1 layers={n} dtype={dtype}".encode())
+    for p in bottom_parameters(backbone, n):
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    h.update(np.asarray([len(ids) for ids in input_ids], dtype=np.int64).tobytes())
+    h.update(np.asarray([i for ids in input_ids for i in ids], dtype=np.int64).tobytes())
+    return h.hexdigest()[:32]
+
+
+@torch.no_grad()
+def prefix_states(backbone: nn.Module, input_ids: list[list[int]], pad_id: int, n: int,
+                  dtype: torch.dtype | None = None, cache_dir=None, batch_size: int = 64,
+                  desc: str = "prefix") -> tuple[PrefixStates, bool]:
+    """The bottom states of every row, computed (and cached under ``cache_dir``) or read from the cache.
+
+    Args:
+        backbone: the Hugging Face MPNet model (its bottom ``n`` layers must be frozen).
+        input_ids: the split's token ids.
+        n: encoder layers in the prefix (0: the embeddings only).
+        dtype: autocast dtype (and storage dtype) of the states; None: fp32.
+
+    Returns:
+        The states, and whether they came from the cache.
+    """
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"{desc}-{cache_key(backbone, input_ids, n, dtype)}.safetensors"
+        if path.is_file():
+            logger.info("prefix states from cache %s", path)
+            saved = load_file(str(path))
+            return PrefixStates(saved["states"], saved["offsets"], n), True
+    device = next(backbone.parameters()).device
+    was_training = backbone.training
+    backbone.eval()
+    store = dtype or torch.float32
+    lengths = [len(ids) for ids in input_ids]
+    offsets = torch.zeros(len(input_ids) + 1, dtype=torch.long)
+    offsets[1:] = torch.tensor(lengths).cumsum(0)
+    states = torch.empty((int(offsets[-1]), mpnet(backbone).config.hidden_size), dtype=store)
+    start = time.perf_counter()
+    order = np.argsort(-np.asarray(lengths), kind="stable")  # longest first: little padding
+    batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    for rows in tqdm(batches, desc=f"cache {desc} (layers 0-{n})", disable=None):
+        ids, mask = pad_batch([input_ids[r] for r in rows], pad_id)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out = bottom_states(backbone, ids.to(device), mask.to(device), n)
+        out = out.to(store).cpu()
+        for b, r in enumerate(rows):
+            states[offsets[r]:offsets[r + 1]] = out[b, : lengths[r]]
+    backbone.train(was_training)
+    logger.info("prefix states of %s: %d rows in %.1f s", desc, len(input_ids), time.perf_counter() - start)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"states": states, "offsets": offsets}, str(tmp))
+        tmp.replace(path)
+    return PrefixStates(states, offsets, n), False
+
+
+def cache_prefix(model: nn.Module, data: dict, n: int | None, dtype: torch.dtype | None, cache_dir=None,
+                 batch_size: int = 64) -> bool | None:
+    """Attach to every split of ``data`` (``{task: TaskSplits}``) the cached output of the frozen
+    embeddings and first ``n`` layers, so that training and evaluation run only the layers above.
+
+    Returns:
+        Whether every split was read from the cache (None when nothing is cached: ``n`` is None).
+    """
+    if n is None:
+        return None
+    hits = []
+    for task, splits in data.items():
+        for split in ("train", "val", "test"):
+            features = getattr(splits, split)
+            features.prefix, hit = prefix_states(model.encoder.backbone, features.input_ids,
+                                                 model.tokenizer.pad_token_id, n, dtype, cache_dir, batch_size,
+                                                 desc=f"{task}-{split}")
+            hits.append(hit)
+    return all(hits)
+
+
+def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
     """Backbone parameters from the bottom up: embeddings (+ relative position bias), then each layer."""
     backbone = mpnet(model.encoder.backbone)
     bottom = list(backbone.embeddings.parameters()) + list(backbone.encoder.relative_attention_bias.parameters())
     return [bottom] + [list(layer.parameters()) for layer in backbone.encoder.layer]
 
 
-def prefix_layers(model: MultiTaskSentenceTransformer, cfg: TrainConfig) -> int | None:
+def prefix_layers(model: nn.Module, cfg: TrainConfig) -> int | None:
     """How many encoder layers stay frozen for the whole run (their output is cached); None when
     the embeddings train too, so nothing can be cached.
     """
@@ -34,7 +196,7 @@ def prefix_layers(model: MultiTaskSentenceTransformer, cfg: TrainConfig) -> int 
     return num_layers(model.encoder.backbone) - min(cfg.trainable_layers, num_layers(model.encoder.backbone))
 
 
-def trainable_now(model: MultiTaskSentenceTransformer, cfg: TrainConfig, epoch: int) -> int | None:
+def trainable_now(model: nn.Module, cfg: TrainConfig, epoch: int) -> int | None:
     """Top layers training in ``epoch`` (None: all, embeddings included); ``gradual`` adds one per epoch."""
     total = num_layers(model.encoder.backbone)
     k = total if cfg.trainable_layers is None else min(cfg.trainable_layers, total)
@@ -43,20 +205,34 @@ def trainable_now(model: MultiTaskSentenceTransformer, cfg: TrainConfig, epoch: 
     return None if cfg.trainable_layers is None else k
 
 
-def add_lora(model: MultiTaskSentenceTransformer, r: int, alpha: int, trainable_layers: int | None = None) -> None:
-    """Wrap the attention projections (q, k, v, o) of the top ``trainable_layers`` layers (all when
-    None) with LoRA adapters (peft).
+def add_adapters(model: nn.Module, cfg: TrainConfig) -> None:
+    """Under ``lora``, wrap the attention projections (q, k, v, o) of the top ``trainable_layers``
+    layers (all when None) with LoRA adapters (peft); before the optimizer is built.
     """
+    if cfg.freeze != "lora":
+        return
     from peft import LoraConfig, get_peft_model
 
     total = num_layers(model.encoder.backbone)
-    layers = None if trainable_layers is None else list(range(total - trainable_layers, total))
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.1, target_modules=["q", "k", "v", "o"],
+    layers = None if cfg.trainable_layers is None else list(range(total - cfg.trainable_layers, total))
+    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.1, target_modules=["q", "k", "v", "o"],
                         layers_to_transform=layers, layers_pattern="layer" if layers else None)
     model.encoder.backbone = get_peft_model(model.encoder.backbone, config)
 
 
-def apply_freezing(model: MultiTaskSentenceTransformer, cfg: TrainConfig, epoch: int = 0) -> None:
+def layer_lrs(model: nn.Module, cfg: TrainConfig) -> dict[int, float]:
+    """The learning rate of each backbone parameter (by ``id``) under layer-wise decay: the embeddings
+    at depth 0 and layer ``i`` of ``n`` at ``lr * layer_lr_decay ** (n - i)``. Empty without decay,
+    and under ``lora``, whose adapters all train at ``lr``.
+    """
+    if cfg.layer_lr_decay == 1.0 or cfg.freeze == "lora":
+        return {}
+    groups = layer_groups(model)  # embeddings at depth 0, the top layer at depth len - 1
+    top = len(groups) - 1
+    return {id(p): cfg.lr * cfg.layer_lr_decay ** (top - depth) for depth, group in enumerate(groups) for p in group}
+
+
+def apply_freezing(model: nn.Module, cfg: TrainConfig, epoch: int = 0) -> None:
     """Set ``requires_grad`` of every parameter for ``cfg`` at the start of ``epoch``."""
     k = trainable_now(model, cfg, epoch)
     model.encoder.requires_grad_(False)

@@ -8,13 +8,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .assets import HUB_MODEL_ID, MODEL_SHA256, is_verified, resolve_model, verify_sha256
+from .assets import HUB_MODEL_ID, MODEL_SHA256, resolve_model, verify_weights
 from .config import ModelConfig
 from .data import AG_NEWS_LABELS, CONLL_LABELS, ner_labels
 from .encoder import SentenceTransformer
 from .features import SHAPES
+from .freezing import run_layers
 from .pooling import POOLERS
-from .prefix import run_layers
 
 logger = logging.getLogger(__name__)
 
@@ -22,36 +22,6 @@ TASKS = ("cls", "ner")
 HEADS_FILE = "heads.safetensors"
 DELTA_FILE = "encoder_delta.safetensors"
 CONFIG_FILE = "mtst_config.json"
-
-
-def save_encoder(encoder: SentenceTransformer, path) -> None:
-    """Write the encoder as a sentence-transformers folder (backbone, tokenizer, modules.json,
-    pooling config), loadable by ``sentence_transformers.SentenceTransformer(path)``.
-    """
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    encoder.backbone.save_pretrained(path, safe_serialization=True)
-    encoder.tokenizer.save_pretrained(path)
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-    ]
-    if encoder.normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
-                        "type": "sentence_transformers.models.Normalize"})
-        (path / "2_Normalize").mkdir(exist_ok=True)
-    (path / "modules.json").write_text(json.dumps(modules, indent=2))
-    (path / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": encoder.max_seq_length, "do_lower_case": False}, indent=2))
-    (path / "1_Pooling").mkdir(exist_ok=True)
-    pooling = {
-        "word_embedding_dimension": encoder.hidden_size,
-        "pooling_mode_cls_token": encoder.pooling == "cls",
-        "pooling_mode_mean_tokens": encoder.pooling == "mean",
-        "pooling_mode_max_tokens": encoder.pooling == "max",
-        "pooling_mode_mean_sqrt_len_tokens": False,
-    }
-    (path / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
 
 
 class NerHead(nn.Module):
@@ -116,7 +86,7 @@ class MultiTaskSentenceTransformer(nn.Module):
         Args:
             shape_ids: (B, T) word shapes, for an NER head that reads them.
             states: (B, T, H) cached output of the frozen embeddings and first ``start_layer``
-                layers (``mtst.prefix``); the encoder then runs only the layers above.
+                layers (``mtst.freezing``); the encoder then runs only the layers above.
 
         Returns:
             ``sentence_embedding`` (B, H), ``token_embeddings`` (B, T, H), and per task
@@ -149,7 +119,7 @@ class MultiTaskSentenceTransformer(nn.Module):
     def save_pretrained(self, path) -> None:
         """Encoder in sentence-transformers layout, heads in safetensors, labels in JSON."""
         path = Path(path)
-        save_encoder(self.encoder, path)
+        self.encoder.save_pretrained(path)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.heads.state_dict().items()},
                   str(path / HEADS_FILE))
         (path / CONFIG_FILE).write_text(json.dumps(self.config_dict(), indent=2))
@@ -189,9 +159,8 @@ class MultiTaskSentenceTransformer(nn.Module):
         source = str(path)
         if "base_model" in cfg:  # artifact on top of the base encoder
             source = resolve_model(cfg["base_model"])
-            sha = cfg.get("base_model_sha256")
-            if sha and Path(source).is_dir() and not (sha == MODEL_SHA256 and is_verified(Path(source))):
-                verify_sha256(Path(source) / "model.safetensors", sha)
+            if cfg.get("base_model_sha256") and Path(source).is_dir():
+                verify_weights(source, cfg["base_model_sha256"])
         encoder = SentenceTransformer.from_pretrained(source, cfg["pooling"], cfg["normalize"],
                                                       cfg["max_seq_length"])
         if (path / DELTA_FILE).is_file():

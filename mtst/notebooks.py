@@ -9,15 +9,11 @@ import os
 import time
 from pathlib import Path
 
-import torch
+from .config import best_profile
 
 logger = logging.getLogger(__name__)
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-
-
-def best_profile() -> str:
-    return "gpu" if torch.cuda.is_available() else "cpu"
 
 
 def execute_all(profile: str = "auto", folder=NOTEBOOKS, timeout: int | None = None, out_dir=None,
@@ -72,14 +68,12 @@ class Setup:
     """
 
     def __init__(self, profile: str | None = None):
-        import dataclasses
         import tempfile
         import warnings
 
         from transformers.utils import logging as hf_logging
 
-        from .experiment import TINY_MODEL
-        from .profiles import load_configs
+        from .config import load_configs
 
         warnings.filterwarnings("ignore")
         hf_logging.set_verbosity_error()
@@ -92,11 +86,6 @@ class Setup:
         self.results_dir = scratch / "results" if scratch else self.root / "results"
         self.runs_dir = scratch / "runs" if scratch else self.root / "runs"
         self.cache_dir = self.root / "cache"
-        if self.model_cfg.model_name == TINY_MODEL:
-            from .tiny import build_tiny_model
-
-            tiny = build_tiny_model(self.cache_dir / "tiny-mpnet")
-            self.model_cfg = dataclasses.replace(self.model_cfg, model_name=str(tiny))
 
     @property
     def headline_name(self) -> str:

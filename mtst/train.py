@@ -17,10 +17,9 @@ from .checkpoint import load_state, save_model_atomic, save_state_atomic
 from .config import TrainConfig
 from .data import IGNORE_INDEX
 from .features import TaskFeatures, bucket_batches, collate
-from .freezing import add_lora, apply_freezing, layer_groups, prefix_layers
+from .freezing import add_adapters, apply_freezing, cache_prefix, layer_lrs, prefix_layers
 from .metrics import classification_metrics, constrained_decode, iob2_transitions, ner_metrics
 from .model import MultiTaskSentenceTransformer
-from .prefix import prefix_states
 from .sampling import TaskSampler
 
 logger = logging.getLogger(__name__)
@@ -85,29 +84,6 @@ def to_device(batch: dict, device: torch.device) -> dict:
 def model_inputs(batch: dict) -> dict:
     """The keyword arguments of the model's forward: everything in a batch but the labels."""
     return {k: v for k, v in batch.items() if k != "labels"}
-
-
-def cache_prefix(model: MultiTaskSentenceTransformer, data: dict[str, "TaskSplits"], n: int | None,
-                 precision: str, cache_dir=None, batch_size: int = 64) -> bool | None:
-    """Attach to every split the cached output of the frozen embeddings and first ``n`` layers
-    (``mtst.prefix``), so that training and evaluation run only the layers above. None: no cache.
-
-    Returns:
-        Whether every split was read from the cache (None when nothing is cached).
-    """
-    if n is None:
-        return None
-    hits = []
-    device = next(model.parameters()).device
-    dtype = autocast_dtype(device, precision)
-    for task, splits in data.items():
-        for split in ("train", "val", "test"):
-            features = getattr(splits, split)
-            features.prefix, hit = prefix_states(model.encoder.backbone, features.input_ids,
-                                                 model.tokenizer.pad_token_id, n, dtype, cache_dir, batch_size,
-                                                 desc=f"{task}-{split}")
-            hits.append(hit)
-    return all(hits)
 
 
 class BatchStream:
@@ -200,17 +176,11 @@ def build_optimizer(model: MultiTaskSentenceTransformer, weights: LossWeights, c
     """AdamW: encoder at ``lr`` (optionally decayed per layer), heads and loss weights at ``head_lr``;
     no weight decay on biases and LayerNorm weights.
     """
-    depth_of, top = {}, 0
-    if cfg.layer_lr_decay != 1.0 and cfg.freeze != "lora":
-        groups = layer_groups(model)  # embeddings at depth 0, the top layer at depth len - 1
-        top = len(groups) - 1
-        depth_of = {id(p): depth for depth, group in enumerate(groups) for p in group}
+    lr_of = layer_lrs(model, cfg)
     param_groups: dict[tuple[float, float], list] = {}
     for module, base_lr in ((model.encoder, cfg.lr), (model.heads, cfg.head_lr), (weights, cfg.head_lr)):
         for name, p in module.named_parameters():
-            lr = base_lr
-            if id(p) in depth_of:
-                lr = cfg.lr * cfg.layer_lr_decay ** (top - depth_of[id(p)])
+            lr = lr_of.get(id(p), base_lr)
             decay = 0.0 if p.ndim < 2 or "LayerNorm" in name or module is weights else cfg.weight_decay
             param_groups.setdefault((lr, decay), []).append(p)
     groups = [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in param_groups.items()]
@@ -319,15 +289,14 @@ def fit(model: MultiTaskSentenceTransformer, data: dict[str, TaskSplits], cfg: T
     run_dir = Path(run_dir)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)  # heads were built before; re-seeding keeps dropout reproducible
-    if cfg.freeze == "lora":
-        add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.trainable_layers)
+    add_adapters(model, cfg)  # LoRA's, before the optimizer sees the parameters
     model.to(device).train()
+    dtype = autocast_dtype(device, cfg.precision)
     start = time.perf_counter()
-    from_cache = cache_prefix(model, data, prefix_layers(model, cfg), cfg.precision, cache_dir, cfg.eval_batch_size)
+    from_cache = cache_prefix(model, data, prefix_layers(model, cfg), dtype, cache_dir, cfg.eval_batch_size)
     history_prefix_seconds = time.perf_counter() - start
     weights = LossWeights(cfg.loss_weighting, cfg.task_weights).to(device)
     ddp_model = dist.wrap(model, device)
-    dtype = autocast_dtype(device, cfg.precision)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
     streams = {t: BatchStream(d.train, cfg.batch_size, cfg.seed + i, dist.rank(), dist.world_size())

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 
 from mtst import assets
-from mtst.tiny import build_tiny_model
+from mtst.assets import build_tiny_model
+from mtst.config import TINY_DATA
 
 FIXTURES = Path(__file__).parent / "fixtures"
-FIXTURE_DATA = FIXTURES / "data"
+FIXTURE_DATA = TINY_DATA
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +29,7 @@ def tiny_encoder(tiny_model_dir):
 def real_model_dir() -> Path:
     folder = Path(os.environ.get("MTST_MODEL") or assets.default_model_dir())
     if not assets.is_verified(folder):
-        pytest.skip(f"real all-mpnet-base-v2 not found at {folder} (run: python -m mtst.assets model)")
+        pytest.skip(f"real all-mpnet-base-v2 not found at {folder} (run: make model)")
     return folder
 
 

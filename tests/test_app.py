@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from mtst.app import create_app
+from mtst.assets import build_tiny_model
 from mtst.config import ModelConfig
 from mtst.model import MultiTaskSentenceTransformer
 from mtst.predict import Predictor
-from mtst.tiny import build_tiny_model
 
 XSS = "<img src=x onerror=alert(1)>"
 ROOT = Path(__file__).resolve().parents[1]

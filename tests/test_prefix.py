@@ -6,7 +6,7 @@ import torch
 
 from mtst import ModelConfig, MultiTaskSentenceTransformer
 from mtst.encoder import pad_batch
-from mtst.prefix import bottom_states, prefix_states
+from mtst.freezing import bottom_states, prefix_states
 
 TEXTS = ["Acme Corp opened an office in London .", "Rain", "Nadal beat Federer in the final in Paris on Sunday ."]
 

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURE_DATA
 
-from mtst.config import DataConfig, ModelConfig, TrainConfig
+from mtst.config import DataConfig, ModelConfig, TrainConfig, load_configs
 from mtst.experiment import run_experiment
-from mtst.profiles import load_configs
 from mtst.report import fill, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
