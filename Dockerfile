@@ -3,7 +3,10 @@
 #   docker run --rm -p 8000:8000 mtst-demo
 #   docker build --build-arg ARTIFACT=runs/<run>/best -t mtst-demo .   # another saved model folder
 # `docker stop` stops it cleanly (SIGTERM); `docker ps` shows its health (GET /healthz).
-FROM python:3.11-slim
+# BASE: any Debian-based image with Python 3.11 and pip (a machine that cannot pull from Docker Hub can
+# pass a locally built one, e.g. a debootstrapped bookworm; see README "Docker").
+ARG BASE=python:3.11-slim
+FROM ${BASE}
 
 ARG ARTIFACT=results/runs/cpu-s42/artifact
 
@@ -16,7 +19,9 @@ WORKDIR /app
 
 # CPU-only torch first, so torch==2.13.0 below is already satisfied (no CUDA wheels). Only what the
 # demo needs: requirements.txt adds the training, notebook and test tools.
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+# TORCH_SOURCE: where pip finds the CPU wheel (default PyTorch's CPU index).
+ARG TORCH_SOURCE="--index-url https://download.pytorch.org/whl/cpu"
+RUN pip install torch==2.13.0 ${TORCH_SOURCE}
 COPY requirements-runtime.txt .
 RUN pip install -r requirements-runtime.txt
 

@@ -100,9 +100,10 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     if args.tiny:
         from mtst.assets import build_tiny_model
+        from mtst.config import TINY_DATA
 
         folder = str(build_tiny_model(Path(tempfile.gettempdir()) / "mtst-bench-tiny-mpnet"))
-        texts_path = ROOT / "tests" / "fixtures" / "data" / "ag_news" / "test.csv"
+        texts_path = TINY_DATA / "ag_news" / "test.csv"
         n, repeats = min(args.n, 96), 1
     else:
         folder = str(resolve_model(args.model))

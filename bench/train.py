@@ -231,9 +231,10 @@ def main(argv=None) -> dict:
     batch_sizes = [int(b) for b in (args.batch_sizes or ("16" if cpu else "32,128,256,512")).split(",")]
     if args.tiny:
         from mtst.assets import build_tiny_model
+        from mtst.config import TINY_DATA
 
         folder = str(build_tiny_model(Path(tempfile.gettempdir()) / "mtst-bench-tiny-mpnet"))
-        data_dir = ROOT / "tests" / "fixtures" / "data"
+        data_dir = TINY_DATA
         n_steps, n_warmup = min(n_steps, 3), min(n_warmup, 1)
         batch_sizes = [min(b, 8) for b in batch_sizes]
     else:
