@@ -15,7 +15,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from mtst.app import create_app, load_predictor, serve_in_background
+from mtst.demo.app import create_app, load_predictor, serve_in_background
 
 logger = logging.getLogger("screenshot")
 

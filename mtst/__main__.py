@@ -82,7 +82,7 @@ def _encode(args) -> None:
 
 
 def _serve(args) -> None:
-    from .app import run_server
+    from .demo.app import run_server
 
     run_server(args.checkpoint, args.host, args.port)
 

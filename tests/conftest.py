@@ -45,7 +45,7 @@ def real_data_dir() -> Path:
 def base_url(tiny_model_dir):
     """The demo app (tiny model, untrained heads) served live on loopback."""
     from mtst import ModelConfig, MultiTaskSentenceTransformer
-    from mtst.app import create_app, serve_in_background
+    from mtst.demo.app import create_app, serve_in_background
     from mtst.predict import Predictor
 
     model = MultiTaskSentenceTransformer.from_config(ModelConfig(model_name=str(tiny_model_dir)))

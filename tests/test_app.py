@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mtst.app import create_app
+from mtst.demo.app import create_app
 from mtst.assets import build_tiny_model
 from mtst.config import ModelConfig
 from mtst.model import MultiTaskSentenceTransformer
@@ -14,8 +14,8 @@ from mtst.predict import Predictor
 
 XSS = "<img src=x onerror=alert(1)>"
 ROOT = Path(__file__).resolve().parents[1]
-STATIC = ROOT / "mtst" / "static"
-TEMPLATES = ROOT / "mtst" / "templates"
+STATIC = ROOT / "mtst" / "demo" / "static"
+TEMPLATES = ROOT / "mtst" / "demo" / "templates"
 ARTIFACT = ROOT / "results" / "runs" / "cpu-s42" / "artifact"
 """The shipped artifact (``make demo``, the Docker image)."""
 

@@ -72,7 +72,7 @@ BLOCKED_DEMO = """
 import os, sys
 for name in sys.argv[2].split(","):
     sys.modules[name] = None  # `import name` fails; transformers' availability checks say "absent"
-from mtst.app import create_app, load_predictor
+from mtst.demo.app import create_app, load_predictor
 os.environ["MTST_MODEL"] = sys.argv[1]
 client = create_app(load_predictor()).test_client()
 assert client.post("/api/predict", json={"text": "Oil rose in Tokyo."}).status_code == 200

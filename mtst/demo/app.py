@@ -23,7 +23,7 @@ from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from .predict import Predictor
+from ..predict import Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -211,8 +211,8 @@ def load_predictor(checkpoint: str | None = None, device: str = "cpu") -> Predic
     if checkpoint:
         logger.info("loading trained checkpoint %s", checkpoint)
         return Predictor.from_pretrained(checkpoint, device=device)
-    from .config import ModelConfig
-    from .model import MultiTaskSentenceTransformer
+    from ..config import ModelConfig
+    from ..model import MultiTaskSentenceTransformer
 
     logger.warning("no checkpoint given: base model with UNTRAINED heads (predictions are random)")
     return Predictor(MultiTaskSentenceTransformer.from_config(ModelConfig()), device=device, trained=False)
