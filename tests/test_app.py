@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mtst.demo.app import create_app
 from mtst.assets import build_tiny_model
 from mtst.config import ModelConfig
+from mtst.demo.app import create_app
 from mtst.model import MultiTaskSentenceTransformer
 from mtst.predict import Predictor
 

@@ -15,8 +15,8 @@ import urllib.request
 import pytest
 import torch
 
-from mtst.demo.app import create_app, serve_in_background
 from mtst.config import ModelConfig
+from mtst.demo.app import create_app, serve_in_background
 from mtst.model import MultiTaskSentenceTransformer
 from mtst.predict import Predictor, split_words
 
