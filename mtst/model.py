@@ -11,10 +11,9 @@ from torch import nn
 from .assets import HUB_MODEL_ID, MODEL_SHA256, resolve_model, verify_weights
 from .config import ModelConfig
 from .data import AG_NEWS_LABELS, CONLL_LABELS, ner_labels
-from .encoder import SentenceTransformer
+from .encoder import POOLERS, SentenceTransformer
 from .features import SHAPES
 from .freezing import run_layers
-from .pooling import POOLERS
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 import torch
 
-from mtst.pooling import cls_pool, max_pool, mean_pool
+from mtst.encoder import cls_pool, max_pool, mean_pool
 
 
 def _batch():
