@@ -29,9 +29,10 @@ def _train(args) -> None:
 
 def _evaluate(args) -> None:
     from .config import load_configs
+    from .distributed import resolve_device
     from .experiment import build_task_data
     from .model import MultiTaskSentenceTransformer
-    from .train import evaluate, resolve_device
+    from .train import evaluate
 
     _, data_cfg, train_cfg = load_configs(args.profile, args.config, args.set)
     model = MultiTaskSentenceTransformer.from_pretrained(args.checkpoint).to(resolve_device(train_cfg.device))

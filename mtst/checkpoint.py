@@ -1,4 +1,5 @@
-"""Checkpoints that survive a crash: written to a temporary path, fsynced, then swapped in."""
+"""Checkpoints that survive a crash (written to a temporary path, fsynced, then swapped in), and the
+training state a resumed run continues from."""
 
 import ctypes
 import errno
@@ -11,8 +12,7 @@ import zipfile
 from pathlib import Path
 
 import torch
-
-from .model import MultiTaskSentenceTransformer
+from torch import nn
 
 
 class CheckpointError(RuntimeError):
@@ -49,8 +49,9 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(a), None, str(b))
 
 
-def save_model_atomic(model: MultiTaskSentenceTransformer, dest) -> None:
-    """``save_pretrained`` into a sibling temp folder, fsync, then swap it into place.
+def save_model_atomic(model: nn.Module, dest) -> None:
+    """``save_pretrained`` of a ``MultiTaskSentenceTransformer`` into a sibling temp folder, fsync, then swap it
+    into place.
 
     On Linux the old and new folders are exchanged in one step, so ``dest`` is never missing nor
     half written; elsewhere two renames leave it missing for an instant. Leftovers of a save that
@@ -105,3 +106,29 @@ def load_state(path) -> dict:
         raise CheckpointError(f"{path}: not a readable training state ({reason}); it is damaged or truncated "
                               "(a crash while copying it?): restore it, or delete it and train again without "
                               "--resume") from None
+
+
+RNG_KEYS = ("torch_rng", "cuda_rng")
+
+
+def training_state(parts: dict, streams: dict, **progress) -> dict:
+    """What ``last.pt`` holds: each part's ``state_dict()`` (model, optimizer, ...), each batch stream's
+    position, the RNGs, and ``progress`` (step, epoch, history so far).
+    """
+    return {**{name: part.state_dict() for name, part in parts.items()},
+            "streams": {task: stream.state_dict() for task, stream in streams.items()},
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            **progress}
+
+
+def restore_training_state(state: dict, parts: dict, streams: dict) -> dict:
+    """Load a ``training_state()`` back into ``parts``, ``streams`` and the RNGs; returns its ``progress``."""
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    for task, stream in streams.items():
+        stream.load_state_dict(state["streams"][task])
+    torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return {k: v for k, v in state.items() if k not in parts and k not in ("streams", *RNG_KEYS)}

@@ -1,6 +1,7 @@
-"""More than one process (``torchrun``): DDP, sharded batches, rank-0 writes, gathered metrics.
+"""Where the work runs: the device and its autocast precision, and more than one process (``torchrun``):
+DDP, sharded batches, rank-0 writes, gathered metrics.
 
-With one process every function here is a no-op, so the training code has a single path.
+With one process every process function here is a no-op, so the training code has a single path.
 """
 
 import os
@@ -8,6 +9,30 @@ import os
 import torch
 import torch.distributed as torch_dist
 from torch.nn.parallel import DistributedDataParallel
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The device ``TrainConfig.device`` names: ``auto`` is CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated, slow."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """``auto``: bf16 on GPUs and CPUs that support it, fp16 (with a GradScaler) on older GPUs,
+    fp32 (None) on other CPUs. Otherwise the named precision.
+    """
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def init_from_env() -> None:
@@ -20,22 +45,27 @@ def init_from_env() -> None:
 
 
 def active() -> bool:
+    """Whether a process group is running (several processes)."""
     return torch_dist.is_available() and torch_dist.is_initialized()
 
 
 def rank() -> int:
+    """This process's index among all of them (0 with one process)."""
     return torch_dist.get_rank() if active() else 0
 
 
 def world_size() -> int:
+    """How many processes train together (1 without torchrun)."""
     return torch_dist.get_world_size() if active() else 1
 
 
 def is_main() -> bool:
+    """Whether this process is the one that writes files and logs (rank 0)."""
     return rank() == 0
 
 
 def barrier() -> None:
+    """Wait for every process to get here (no-op with one process)."""
     if active():
         torch_dist.barrier()
 

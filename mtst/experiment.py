@@ -11,11 +11,12 @@ from . import distributed as dist
 from .assets import resolve_model, weights_sha256
 from .config import DataConfig, ModelConfig, TrainConfig
 from .data import load_ag_news, load_conll
-from .features import classification_features, ner_features
+from .distributed import autocast_dtype, resolve_device
+from .features import TaskSplits, classification_features, ner_features
 from .freezing import cache_prefix, prefix_layers
 from .model import MultiTaskSentenceTransformer
 from .runs import RunRecorder, environment, jsonable, plot_confusion, plot_losses
-from .train import BEST, LAST, TaskSplits, autocast_dtype, evaluate, fit, resolve_device
+from .train import BEST, LAST, evaluate, fit
 
 logger = logging.getLogger(__name__)
 

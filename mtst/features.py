@@ -1,6 +1,11 @@
-"""Pre-tokenised task examples, label alignment, length-bucketed batches and the collator.
+"""Pre-tokenised task examples, label alignment, the collator, and the batches training reads.
 
-Tokenisation happens here, once, before training; the model only ever sees tensors.
+Tokenisation happens here, once, before training; the model only ever sees tensors. Batches are
+length-bucketed (``BatchStream``, one per task); ``TaskSampler`` picks which task's batch comes
+next. ``both`` (the reference design) takes one AG News batch and one CoNLL batch every step and
+sums their losses; the others take one task per step: ``round_robin`` alternates, ``proportional``
+draws a task with probability proportional to its dataset size, and ``temperature`` with
+probability proportional to ``size ** (1 / T)`` (T=1 is proportional, T -> inf is uniform).
 """
 
 from collections.abc import Sequence
@@ -63,7 +68,17 @@ class TaskFeatures:
 
     @property
     def lengths(self) -> list[int]:
+        """Sub-tokens per example, what the length buckets sort by."""
         return [len(ids) for ids in self.input_ids]
+
+
+@dataclass
+class TaskSplits:
+    """One task's pre-tokenised train / validation / test features."""
+
+    train: TaskFeatures
+    val: TaskFeatures
+    test: TaskFeatures
 
 
 def align_labels(word_ids: Sequence[int | None], word_labels: Sequence[int]) -> list[int]:
@@ -150,3 +165,94 @@ def bucket_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Gener
         chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
         batches += [chunk[i:i + batch_size].tolist() for i in range(0, len(chunk), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+class BatchStream:
+    """Endless length-bucketed batches of one task. Pass ``k`` is shuffled by ``rng(seed, k)``, so
+    the stream's state is two integers; with several ranks each takes every ``world``-th batch.
+    """
+
+    def __init__(self, features: TaskFeatures, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        self.features, self.batch_size, self.seed = features, batch_size, seed
+        self.rank, self.world = rank, world
+        self.pass_index, self.position = 0, 0
+        self._batches = self._make()
+
+    def _make(self) -> list[list[int]]:
+        batches = bucket_batches(self.features.lengths, self.batch_size,
+                                 np.random.default_rng([self.seed, self.pass_index]))
+        return batches[self.rank::self.world][: len(batches) // self.world]
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def next(self) -> list[int]:
+        """The rows of the next batch; a new shuffled pass starts when one is used up."""
+        if self.position == len(self._batches):
+            self.pass_index, self.position = self.pass_index + 1, 0
+            self._batches = self._make()
+        self.position += 1
+        return self._batches[self.position - 1]
+
+    def state_dict(self) -> dict:
+        """Where the stream is, for resuming: its pass and its position in that pass."""
+        return {"pass_index": self.pass_index, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a ``state_dict()``: the same batches follow as in the uninterrupted stream."""
+        self.pass_index, self.position = state["pass_index"], state["position"]
+        self._batches = self._make()
+
+
+STRATEGIES = ("both", "round_robin", "proportional", "temperature")
+
+
+def task_probabilities(sizes: dict[str, int], strategy: str, temperature: float = 2.0) -> dict[str, float]:
+    """The long-run share of steps each task gets under ``strategy``."""
+    if strategy in ("both", "round_robin"):
+        return {task: 1 / len(sizes) for task in sizes}
+    power = 1.0 if strategy == "proportional" else 1.0 / temperature
+    weights = {task: n ** power for task, n in sizes.items()}
+    total = sum(weights.values())
+    return {task: w / total for task, w in weights.items()}
+
+
+class TaskSampler:
+    """Yields the tasks of each step; its state (step count, RNG) is saved for resuming.
+
+    Args:
+        sizes: examples per task, e.g. ``{"cls": 9600, "ner": 14041}``.
+        strategy: one of ``STRATEGIES``.
+        temperature: T for the ``temperature`` strategy.
+        seed: seeds the random strategies.
+    """
+
+    def __init__(self, sizes: dict[str, int], strategy: str = "both", temperature: float = 2.0,
+                 seed: int = 0):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"sampling must be one of {STRATEGIES}, got {strategy!r}")
+        if strategy == "temperature" and temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.tasks = tuple(sizes)
+        self.strategy = strategy
+        self.probs = task_probabilities(sizes, strategy, temperature)
+        self.rng = np.random.default_rng(seed)
+        self.step = 0
+
+    def next(self) -> tuple[str, ...]:
+        """The task(s) whose batch this step trains on."""
+        step, self.step = self.step, self.step + 1
+        if self.strategy == "both":
+            return self.tasks
+        if self.strategy == "round_robin":
+            return (self.tasks[step % len(self.tasks)],)
+        return (self.tasks[self.rng.choice(len(self.tasks), p=[self.probs[t] for t in self.tasks])],)
+
+    def state_dict(self) -> dict:
+        """The step count and RNG state, for resuming."""
+        return {"step": self.step, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a ``state_dict()``: the same tasks follow as in the uninterrupted run."""
+        self.step = state["step"]
+        self.rng.bit_generator.state = state["rng"]

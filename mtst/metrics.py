@@ -108,3 +108,40 @@ def ner_metrics(gold: list[list[str]], pred: list[list[str]]) -> dict:
         "strict_entity_f1": float(f1_score(gold, pred, mode="strict", scheme=IOB2, zero_division=0)),
         "per_type": per_type,
     }
+
+
+def score_task(model, features, preds: dict, loss: float) -> dict:
+    """Metrics of one task (``features.task``) from per-row predictions: a class id, or one row of label
+    log-probabilities per word read; ``model`` supplies the label lists.
+    """
+    order = sorted(preds)
+    result = {"loss": loss, "n": len(order)}
+    if features.task == "cls":
+        result.update(classification_metrics([features.labels[r] for r in order], [preds[r] for r in order],
+                                             len(model.class_labels)))
+    else:  # IOB2-constrained decoding (no I-X without a B-X or I-X before it); plain argmax beside it
+        labels = model.ner_labels
+        allowed = iob2_transitions(labels)
+        gold = [[labels[i] for i in features.word_labels[r]] for r in order]
+
+        def tags(ids, n):  # words cut off by truncation count as O
+            return [labels[i] for i in ids] + ["O"] * (n - len(ids))
+
+        argmax = ner_metrics(gold, [tags(preds[r].argmax(-1), len(g)) for g, r in zip(gold, order)])
+        result.update(ner_metrics(gold, [tags(constrained_decode(preds[r], allowed), len(g))
+                                          for g, r in zip(gold, order)]))
+        result["decoding"] = "iob2-constrained"
+        result["argmax"] = {k: argmax[k] for k in ("entity_f1", "strict_entity_f1", "token_accuracy",
+                                                   "coarse_token_accuracy")}
+    return result
+
+
+def monitor_score(metrics: dict, monitor: str) -> float:
+    """The number early stopping watches (``TrainConfig.monitor``); higher is better."""
+    if monitor == "val_loss":
+        return -float(metrics["loss"])
+    if monitor == "cls_accuracy":
+        return float(metrics["cls"]["accuracy"])
+    if monitor == "entity_f1":
+        return float(metrics["ner"]["entity_f1"])
+    return float(metrics["cls"]["accuracy"] + metrics["ner"]["entity_f1"]) / 2

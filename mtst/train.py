@@ -13,27 +13,18 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed as dist
-from .checkpoint import load_state, save_model_atomic, save_state_atomic
+from .checkpoint import load_state, restore_training_state, save_model_atomic, save_state_atomic, training_state
 from .config import TrainConfig
 from .data import IGNORE_INDEX
-from .features import TaskFeatures, bucket_batches, collate
+from .distributed import autocast_dtype, resolve_device
+from .features import BatchStream, TaskFeatures, TaskSampler, TaskSplits, bucket_batches, collate
 from .freezing import add_adapters, apply_freezing, cache_prefix, layer_lrs, prefix_layers
-from .metrics import classification_metrics, constrained_decode, iob2_transitions, ner_metrics
+from .metrics import monitor_score, score_task
 from .model import MultiTaskSentenceTransformer
-from .sampling import TaskSampler
 
 logger = logging.getLogger(__name__)
 
 BEST, LAST = "best", "last.pt"
-
-
-@dataclass
-class TaskSplits:
-    """One task's pre-tokenised train / validation / test features."""
-
-    train: TaskFeatures
-    val: TaskFeatures
-    test: TaskFeatures
 
 
 @dataclass
@@ -53,29 +44,6 @@ class History:
     prefix_from_cache: bool | None = None  # read from an earlier run's cache (None: no prefix)
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated, slow."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """``auto``: bf16 on GPUs and CPUs that support it, fp16 (with a GradScaler) on older GPUs,
-    fp32 (None) on other CPUs. Otherwise the named precision.
-    """
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
 def to_device(batch: dict, device: torch.device) -> dict:
     """Move the tensors of a batch (other entries, such as ``start_layer``, stay as they are)."""
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -84,40 +52,6 @@ def to_device(batch: dict, device: torch.device) -> dict:
 def model_inputs(batch: dict) -> dict:
     """The keyword arguments of the model's forward: everything in a batch but the labels."""
     return {k: v for k, v in batch.items() if k != "labels"}
-
-
-class BatchStream:
-    """Endless length-bucketed batches of one task. Pass ``k`` is shuffled by ``rng(seed, k)``, so
-    the stream's state is two integers; with several ranks each takes every ``world``-th batch.
-    """
-
-    def __init__(self, features: TaskFeatures, batch_size: int, seed: int, rank: int = 0, world: int = 1):
-        self.features, self.batch_size, self.seed = features, batch_size, seed
-        self.rank, self.world = rank, world
-        self.pass_index, self.position = 0, 0
-        self._batches = self._make()
-
-    def _make(self) -> list[list[int]]:
-        batches = bucket_batches(self.features.lengths, self.batch_size,
-                                 np.random.default_rng([self.seed, self.pass_index]))
-        return batches[self.rank::self.world][: len(batches) // self.world]
-
-    def __len__(self) -> int:
-        return len(self._batches)
-
-    def next(self) -> list[int]:
-        if self.position == len(self._batches):
-            self.pass_index, self.position = self.pass_index + 1, 0
-            self._batches = self._make()
-        self.position += 1
-        return self._batches[self.position - 1]
-
-    def state_dict(self) -> dict:
-        return {"pass_index": self.pass_index, "position": self.position}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.pass_index, self.position = state["pass_index"], state["position"]
-        self._batches = self._make()
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -189,6 +123,7 @@ def build_optimizer(model: MultiTaskSentenceTransformer, weights: LossWeights, c
 
 
 def linear_schedule(optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Learning rate warmed up linearly over ``warmup`` steps, then decayed linearly to 0 at ``total``."""
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
@@ -235,41 +170,6 @@ def evaluate(model: MultiTaskSentenceTransformer, data: dict[str, TaskFeatures],
     return results
 
 
-def score_task(model: MultiTaskSentenceTransformer, features: TaskFeatures, preds: dict, loss: float) -> dict:
-    """Metrics of one task from per-row predictions (a class id, or one label id per word read)."""
-    order = sorted(preds)
-    result = {"loss": loss, "n": len(order)}
-    if features.task == "cls":
-        result.update(classification_metrics([features.labels[r] for r in order], [preds[r] for r in order],
-                                             len(model.class_labels)))
-    else:  # IOB2-constrained decoding (no I-X without a B-X or I-X before it); plain argmax beside it
-        labels = model.ner_labels
-        allowed = iob2_transitions(labels)
-        gold = [[labels[i] for i in features.word_labels[r]] for r in order]
-
-        def tags(ids, n):  # words cut off by truncation count as O
-            return [labels[i] for i in ids] + ["O"] * (n - len(ids))
-
-        argmax = ner_metrics(gold, [tags(preds[r].argmax(-1), len(g)) for g, r in zip(gold, order)])
-        result.update(ner_metrics(gold, [tags(constrained_decode(preds[r], allowed), len(g))
-                                          for g, r in zip(gold, order)]))
-        result["decoding"] = "iob2-constrained"
-        result["argmax"] = {k: argmax[k] for k in ("entity_f1", "strict_entity_f1", "token_accuracy",
-                                                   "coarse_token_accuracy")}
-    return result
-
-
-def monitor_score(metrics: dict, monitor: str) -> float:
-    """Higher is better."""
-    if monitor == "val_loss":
-        return -float(metrics["loss"])
-    if monitor == "cls_accuracy":
-        return float(metrics["cls"]["accuracy"])
-    if monitor == "entity_f1":
-        return float(metrics["ner"]["entity_f1"])
-    return float(metrics["cls"]["accuracy"] + metrics["ner"]["entity_f1"]) / 2
-
-
 def fit(model: MultiTaskSentenceTransformer, data: dict[str, TaskSplits], cfg: TrainConfig, run_dir,
         resume: bool = False, recorder=None, cache_dir=None) -> History:
     """Train both tasks together; keep the best checkpoint by ``cfg.monitor``; stop early.
@@ -292,9 +192,10 @@ def fit(model: MultiTaskSentenceTransformer, data: dict[str, TaskSplits], cfg: T
     add_adapters(model, cfg)  # LoRA's, before the optimizer sees the parameters
     model.to(device).train()
     dtype = autocast_dtype(device, cfg.precision)
-    start = time.perf_counter()
-    from_cache = cache_prefix(model, data, prefix_layers(model, cfg), dtype, cache_dir, cfg.eval_batch_size)
-    history_prefix_seconds = time.perf_counter() - start
+    history, start = History(), time.perf_counter()
+    history.prefix_from_cache = cache_prefix(model, data, prefix_layers(model, cfg), dtype, cache_dir,
+                                             cfg.eval_batch_size)
+    history.prefix_seconds = time.perf_counter() - start
     weights = LossWeights(cfg.loss_weighting, cfg.task_weights).to(device)
     ddp_model = dist.wrap(model, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
@@ -310,42 +211,25 @@ def fit(model: MultiTaskSentenceTransformer, data: dict[str, TaskSplits], cfg: T
     optimizer = build_optimizer(model, weights, cfg, device)
     scheduler = linear_schedule(optimizer, math.ceil(cfg.warmup_ratio * total), total)
 
-    history, step, bad_epochs, start_epoch = History(), 0, 0, 0
+    parts = {"model": model, "weights": weights, "optimizer": optimizer, "scheduler": scheduler,
+             "scaler": scaler, "sampler": sampler}
+    step, bad_epochs, start_epoch = 0, 0, 0
     if resume:
-        state = load_state(run_dir / LAST)
-        model.load_state_dict(state["model"])
-        weights.load_state_dict(state["weights"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        sampler.load_state_dict(state["sampler"])
-        for t, s in streams.items():
-            s.load_state_dict(state["streams"][t])
-        torch.set_rng_state(state["torch_rng"])
-        if state.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        step, bad_epochs, start_epoch = state["step"], state["bad_epochs"], state["epoch"]
-        history.steps, history.epochs = state["history_steps"], state["history_epochs"]
-        history.best_epoch, history.best_score = state["best_epoch"], state["best_score"]
+        progress = restore_training_state(load_state(run_dir / LAST), parts, streams)
+        step, bad_epochs, start_epoch = progress["step"], progress["bad_epochs"], progress["epoch"]
+        history.steps, history.epochs = progress["history_steps"], progress["history_epochs"]
+        history.best_epoch, history.best_score = progress["best_epoch"], progress["best_score"]
         if recorder:  # drop what was logged after this state was saved: it is about to be redone
             recorder.rewrite(history.steps, history.epochs)
         logger.info("resumed from %s at step %d", run_dir / LAST, step)
     history.resumed_at_step = step
-    history.prefix_seconds, history.prefix_from_cache = history_prefix_seconds, from_cache
 
     def save_last(epoch: int) -> None:
         if dist.is_main():
-            save_state_atomic({
-                "model": model.state_dict(), "weights": weights.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "sampler": sampler.state_dict(),
-                "streams": {t: s.state_dict() for t, s in streams.items()},
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "step": step, "epoch": epoch, "bad_epochs": bad_epochs,
-                "history_steps": history.steps, "history_epochs": history.epochs,
-                "best_epoch": history.best_epoch, "best_score": history.best_score,
-            }, run_dir / LAST)
+            save_state_atomic(training_state(parts, streams, step=step, epoch=epoch, bad_epochs=bad_epochs,
+                                             history_steps=history.steps, history_epochs=history.epochs,
+                                             best_epoch=history.best_epoch, best_score=history.best_score),
+                              run_dir / LAST)
 
     pad_id = model.tokenizer.pad_token_id
     for epoch in range(start_epoch, cfg.epochs):

@@ -2,7 +2,7 @@ import collections
 
 import pytest
 
-from mtst.sampling import TaskSampler, task_probabilities
+from mtst.features import TaskSampler, task_probabilities
 
 SIZES = {"cls": 9_600, "ner": 14_041}
 

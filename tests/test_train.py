@@ -8,15 +8,16 @@ import pytest
 import torch
 from conftest import FIXTURE_DATA
 
-from mtst import train as train_module
+from mtst import distributed
 from mtst.checkpoint import load_state
 from mtst.config import DataConfig, ModelConfig, TrainConfig
+from mtst.distributed import autocast_dtype
 from mtst.experiment import build_model, build_task_data, run_experiment
 from mtst.features import collate
 from mtst.model import MultiTaskSentenceTransformer
 from mtst.predict import Predictor
 from mtst.runs import RunRecorder
-from mtst.train import LossWeights, autocast_dtype, build_optimizer, fit, train_step
+from mtst.train import LossWeights, build_optimizer, fit, train_step
 
 DATA = DataConfig(data_dir=str(FIXTURE_DATA), ag_train_fraction=None)
 TRAIN = TrainConfig(epochs=2, batch_size=8, eval_batch_size=16, log_every=1, head_lr=3e-3, device="cpu")
@@ -136,9 +137,9 @@ def test_uncertainty_weighting_learns_log_variances(setup, tmp_path):
 
 
 def test_precision_choice(monkeypatch):
-    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(distributed, "cpu_has_bf16", lambda: False)
     assert autocast_dtype(torch.device("cpu")) is None
-    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(distributed, "cpu_has_bf16", lambda: True)
     assert autocast_dtype(torch.device("cpu")) == torch.bfloat16
     assert autocast_dtype(torch.device("cpu"), "fp32") is None
     assert autocast_dtype(torch.device("cpu"), "fp16") == torch.float16
