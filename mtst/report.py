@@ -1,141 +1,16 @@
 """``python -m mtst report``: ``results/summary.json``, ``writeup.md`` (from ``docs/writeup.template.md``)
-and the top-level ``loss_plot.png``, all generated from the run records under ``results/runs`` and the
-cited figures in ``docs/anchors.json``. Nothing in the writeup is typed by hand.
-
-Runs named ``<group>-s<seed>`` form a seed group, reported as the mean and sample standard deviation
-over its finished seeds. The headline is the first group of ``HEADLINE_ORDER`` with a finished seed.
+and the top-level ``loss_plot.png``, all generated from the run records under ``results/runs``
+(``runs.summarize``) and the cited figures in ``docs/anchors.json``. Nothing in the writeup is typed by hand.
 """
 
 import json
 import re
 import shutil
-import statistics
 from pathlib import Path
 
-HEADLINE_ORDER = ("gpu", "cpu", "smoke")
-PLANNED_SEEDS = 3  # the protocol: every reported group runs three seeds
-SEEDED = re.compile(r"^(?P<group>.+)-s(?P<seed>\d+)$")
-AG_NEWS_OFFICIAL_TRAIN_ROWS = 120_000  # shared/data/PROVENANCE.md
-# summary.json key -> (label, path in metrics.json). Anchors name these keys, so ours is compared like for like.
-METRICS = {
-    "ag_news_test_accuracy": ("AG News test accuracy", ("test", "cls", "accuracy")),
-    "ag_news_test_macro_f1": ("AG News test macro-F1", ("test", "cls", "macro_f1")),
-    "conll_test_entity_f1": ("CoNLL-2003 test entity F1", ("test", "ner", "entity_f1")),
-    "conll_test_strict_entity_f1": ("CoNLL-2003 test strict entity F1", ("test", "ner", "strict_entity_f1")),
-    "conll_test_token_accuracy": ("CoNLL-2003 test token accuracy, 9 IOB2 labels", ("test", "ner", "token_accuracy")),
-    "conll_test_coarse_token_accuracy": ("CoNLL-2003 test token accuracy, 5 coarse labels",
-                                         ("test", "ner", "coarse_token_accuracy")),
-    "wall_seconds": ("wall seconds", ("wall_seconds",)),
-}
-SCORES = [k for k in METRICS if k != "wall_seconds"]
+from .config import AG_NEWS_OFFICIAL_TRAIN_ROWS
+from .runs import METRICS, SCORES, group_stats, load_runs, mean_std, summarize
 
-
-def _read(path: Path):
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _get(d: dict, path: tuple):
-    for key in path:
-        if not isinstance(d, dict) or key not in d:
-            return None
-        d = d[key]
-    return d
-
-
-def load_runs(results: Path) -> dict[str, dict]:
-    """Every run folder under ``results/runs`` (nested ones too, e.g. ``task3/<name>``), keyed by its
-    path there: ``metrics`` (None while the run has not finished), ``config``, ``environment``, ``dir``."""
-    root = results / "runs"
-    runs = {}
-    for env in sorted(root.rglob("environment.json")):  # the recorder writes it first, artifacts never
-        folder = env.parent
-        runs[folder.relative_to(root).as_posix()] = {
-            "dir": folder, "metrics": _read(folder / "metrics.json"), "config": _read(folder / "config.json") or {},
-            "environment": _read(env)}
-    return runs
-
-
-def seed_group(name: str, config: dict) -> tuple[str | None, int | None]:
-    """``("cpu", 42)`` for ``cpu-s42``; ``(None, None)`` for a run outside any seed group."""
-    match = SEEDED.match(name)
-    if not match:
-        return None, None
-    seed = int(match["seed"])
-    if config.get("train", {}).get("seed", seed) != seed:
-        raise ValueError(f"{name}: its config says train.seed={config['train']['seed']}, its name says {seed}")
-    return match["group"], seed
-
-
-def run_row(name: str, run: dict) -> dict:
-    """One finished run's entry in summary.json."""
-    m, config, env = run["metrics"], run["config"], run["environment"] or {}
-    group, seed = seed_group(name, config)
-    return {key: _get(m, path) for key, (_, path) in METRICS.items()} | {
-        "group": group, "seed": seed, "study": m.get("study"),
-        # written by the previous loop (before precision, prefix caching and coarse accuracy were recorded)
-        "legacy": "precision" not in m,
-        "ag_news_val_accuracy": m["val"]["val_cls_accuracy"], "conll_val_entity_f1": m["val"]["val_entity_f1"],
-        "profile": m.get("profile"), "device": m["device"], "device_name": m.get("device_name"),
-        "cpu_threads": env.get("cpu_threads"), "torch": env.get("packages", {}).get("torch"),
-        "machine": machine(m.get("device_name"), env),
-        "precision": m.get("precision"), "freeze": m.get("freeze"), "trainable_layers": m.get("trainable_layers"),
-        "epochs_run": m["epochs_run"], "epochs_configured": _get(config, ("train", "epochs")),
-        "best_epoch": m["best_epoch"], "stopped_early": m["stopped_early"],
-        "resumed_at_step": m.get("resumed_at_step"), "prefix_seconds": m.get("prefix_seconds"),
-        # Older records lack the flag: a prefix "built" in under a minute was read from a cache.
-        "prefix_from_cache": m.get("prefix_from_cache", (m.get("prefix_seconds") or 0) < 60),
-        "train_seconds": m.get("train_seconds"),
-        "train_rows": m["train_rows"], "val_rows": m["val_rows"], "test_rows": m["test_rows"],
-        "ag_news_train_file": m["sources"]["ag_news_train"]["file"].split("/")[-1],
-    }
-
-
-def _mean_std(values: list) -> tuple[float | None, float | None]:
-    if not values or any(v is None for v in values):
-        return None, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
-
-
-def machine(device_name: str | None, env: dict) -> str:
-    """The device and, for a CPU, whether it computes bf16 with AMX or with AVX512-BF16 only."""
-    features = set(env.get("cpu_features") or [])
-    kind = "AMX" if "amx_bf16" in features else "AVX512-BF16, no AMX" if "avx512_bf16" in features else None
-    return f"{device_name} ({kind})" if kind and not str(env.get("device", "")).startswith("cuda") else str(device_name)
-
-
-def group_stats(names: list[str], rows: dict, unfinished: list[int]) -> dict:
-    """Mean and sample standard deviation over a group's finished seeds, and the per-seed values.
-    Wall time gets no mean when the seeds ran on different kinds of machine."""
-    names = sorted(names, key=lambda n: (rows[n]["seed"] or 0, n))
-    stats = {k: _mean_std([rows[n][k] for n in names]) for k in METRICS}
-    if len({rows[n]["machine"] for n in names}) > 1:
-        stats["wall_seconds"] = (None, None)
-    return {"n": len(names), "planned": max(PLANNED_SEEDS, len(names) + len(unfinished)),
-            "seeds": [rows[n]["seed"] for n in names], "runs": names, "unfinished_seeds": sorted(unfinished),
-            "mean": {k: v[0] for k, v in stats.items()}, "std": {k: v[1] for k, v in stats.items()},
-            "per_seed": {str(rows[n]["seed"]): {k: rows[n][k] for k in METRICS} for n in names}}
-
-
-def summarize(runs: dict[str, dict]) -> dict:
-    rows = {name: run_row(name, run) for name, run in runs.items() if run["metrics"]}
-    members, unfinished = {}, {}
-    for name, row in rows.items():
-        if row["group"] is not None and not row["legacy"]:
-            members.setdefault(row["group"], []).append(name)
-    for name, run in runs.items():
-        group, seed = seed_group(name, run["config"])
-        if run["metrics"] is None and group is not None:
-            unfinished.setdefault(group, []).append(seed)
-    groups = {g: group_stats(names, rows, unfinished.get(g, [])) for g, names in sorted(members.items())}
-    out = {"generated_by": "python -m mtst report",
-           "headline": next((g for g in HEADLINE_ORDER if g in groups), None),
-           "groups": groups, "runs": rows, "unfinished": sorted(n for n, r in runs.items() if not r["metrics"])}
-    if not any(r["device"].startswith("cuda") for r in rows.values()):
-        out["gpu_runs"] = "not run yet: no GPU was available to the sessions that produced these results"
-    return out
-
-
-# ---- writeup pieces --------------------------------------------------------------------------------
 
 def _pct(x) -> str:
     return "–" if x is None else f"{100 * x:.2f}"
@@ -151,6 +26,7 @@ def _pm(group: dict, key: str) -> str:
 
 
 def seeds_sentence(name: str, group: dict) -> str:
+    """The sentence that says over which seeds a group is reported (and which are missing)."""
     seeds = ", ".join(map(str, group["seeds"]))
     if group["n"] >= group["planned"]:
         return f"`{name}`: mean ± sample standard deviation over {group['n']} seeds ({seeds})"
@@ -163,6 +39,7 @@ def seeds_sentence(name: str, group: dict) -> str:
 
 
 def groups_table(summary: dict, names) -> str:
+    """The markdown table of every seed group: mean ± std of each metric."""
     lines = ["| group | seeds | AG test acc | AG test macro-F1 | CoNLL entity F1 | strict F1 | token acc (9 labels) "
              "| token acc (5 coarse) | wall s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name in names:
@@ -173,6 +50,7 @@ def groups_table(summary: dict, names) -> str:
 
 
 def runs_table(summary: dict, names) -> str:
+    """The markdown table of every reported run, one row a run."""
     lines = ["| run | trainable layers | precision | epochs run / configured | AG test acc | AG val acc "
              "| CoNLL entity F1 | strict F1 | token acc (9 labels) | token acc (5 coarse) | wall s | device |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -264,6 +142,7 @@ def training_facts(summary: dict, runs: dict) -> str:
 
 
 def data_facts(summary: dict, runs: dict) -> str:
+    """The paragraph that says which data the headline trained and was tested on."""
     name = summary["groups"][summary["headline"]]["runs"][0]
     m, data = runs[name]["metrics"], runs[name]["config"]["data"]
     source, train, val, test = m["sources"]["ag_news_train"], m["train_rows"], m["val_rows"], m["test_rows"]
@@ -280,6 +159,7 @@ def data_facts(summary: dict, runs: dict) -> str:
 
 
 def load_anchors(path: Path) -> dict:
+    """The published figures and targets of ``docs/anchors.json``, their metric names checked."""
     anchors = json.loads(path.read_text())
     for entry in anchors["anchors"] + anchors["targets"]["minimums"]:
         if entry["metric"] not in SCORES:
@@ -304,6 +184,7 @@ def versus_reference(summary: dict, anchors: dict) -> str:
 
 
 def anchors_table(summary: dict, anchors: dict) -> str:
+    """The markdown table of published systems against the headline, measure for measure."""
     group = summary["groups"][summary["headline"]]
     lines = ["| system | measure | published | ours (headline, same measure) | source |",
              "| --- | --- | --- | --- | --- |"]
@@ -318,12 +199,13 @@ def anchors_table(summary: dict, anchors: dict) -> str:
 
 
 def per_type_table(summary: dict, runs: dict) -> str:
+    """The markdown table of the headline's entity F1 per type (mean ± std over seeds)."""
     per_run = [runs[n]["metrics"]["test"]["ner"]["per_type"] for n in summary["groups"][summary["headline"]]["runs"]]
     lines = ["| type | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]
     for etype, first in per_run[0].items():
         cells = []
         for key in ("precision", "recall", "f1"):
-            mean, std = _mean_std([p[etype][key] for p in per_run])
+            mean, std = mean_std([p[etype][key] for p in per_run])
             cells.append(_pct(mean) if std is None else f"{_pct(mean)} ± {_pct(std)}")
         lines.append(f"| {etype} | {' | '.join(cells)} | {first['support']} |")
     return "\n".join(lines)
@@ -350,6 +232,7 @@ def task3_table(summary: dict) -> str:
 
 
 def bench_table(results: Path) -> str:
+    """The markdown table of the benchmark figures in ``results/bench/summary.json``."""
     path = results / "bench" / "summary.json"
     if not path.is_file():
         return "_No benchmark results yet (`python bench/summary.py`)._"
@@ -405,7 +288,3 @@ def write_report(root=".") -> dict:
     }
     (root / "writeup.md").write_text(fill((root / "docs" / "writeup.template.md").read_text(), fields))
     return summary
-
-
-if __name__ == "__main__":
-    print(json.dumps(write_report(), indent=2))
