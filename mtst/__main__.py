@@ -89,7 +89,7 @@ def _serve(args) -> None:
 
 
 def _notebooks(args) -> None:
-    from .notebooks import execute_all
+    from .experiment import execute_all
 
     execute_all(args.profile, only=tuple(args.only))
 

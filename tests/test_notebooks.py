@@ -2,7 +2,7 @@
 
 import pytest
 
-from mtst.notebooks import NOTEBOOKS, execute_all
+from mtst.experiment import NOTEBOOKS, execute_all
 
 
 @pytest.mark.slow
