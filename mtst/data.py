@@ -10,6 +10,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .config import AG_NEWS_OFFICIAL_TRAIN_ROWS, DataConfig
 
 logger = logging.getLogger(__name__)
@@ -17,7 +19,6 @@ logger = logging.getLogger(__name__)
 AG_NEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
 CONLL_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 COARSE_LABELS = ("O", "PER", "ORG", "LOC", "MISC")
-ENTITY_TYPES = ("PER", "ORG", "LOC", "MISC")
 IGNORE_INDEX = -100
 
 
@@ -31,12 +32,16 @@ class DataFormatError(ValueError):
 
 @dataclass(frozen=True)
 class TextExample:
+    """One AG News article: title and description as one text, and its topic id (0-3)."""
+
     text: str
     label: int
 
 
 @dataclass(frozen=True)
 class TaggedSentence:
+    """One CoNLL-2003 sentence: its words and their NER tags."""
+
     tokens: tuple[str, ...]
     tags: tuple[str, ...]  # IOB2
 
@@ -137,11 +142,8 @@ def _first_iob2_violation(tags) -> int | None:
 
 def _first_iob1_violation(tags) -> int | None:
     """Index of the first ``B-X`` not directly after another X (invalid in IOB1)."""
-    for i, tag in enumerate(tags):
-        prev = tags[i - 1] if i else "O"
-        if tag.startswith("B-") and prev[2:] != tag[2:]:
-            return i
-    return None
+    return next((i for i, tag in enumerate(tags)
+                 if tag.startswith("B-") and (tags[i - 1] if i else "O")[2:] != tag[2:]), None)
 
 
 def read_conll(path, scheme: str = "auto") -> list[TaggedSentence]:
@@ -223,22 +225,16 @@ def ag_news_train_file(data_dir) -> Path:
 
 
 @dataclass
-class AgNews:
-    train: list[TextExample]
-    val: list[TextExample]
-    test: list[TextExample]
+class Splits:
+    """One dataset's train / validation / test examples (``TextExample`` or ``TaggedSentence``)."""
+
+    train: list
+    val: list
+    test: list
     source: dict  # which train file / dataset was used, its rows and checksum
 
 
-@dataclass
-class Conll:
-    train: list[TaggedSentence]
-    val: list[TaggedSentence]
-    test: list[TaggedSentence]
-    source: dict
-
-
-def load_ag_news(cfg: DataConfig) -> AgNews:
+def load_ag_news(cfg: DataConfig) -> Splits:
     """AG News train/val sample (reference protocol) and the official test split."""
     if _use_local(cfg):
         train_path = ag_news_train_file(cfg.data_dir)
@@ -252,10 +248,10 @@ def load_ag_news(cfg: DataConfig) -> AgNews:
     val, test = subsample(val, cfg.eval_limit, cfg.seed), subsample(test, cfg.eval_limit, cfg.seed)
     logger.info("AG News: %d train / %d val (from %s, %d rows) / %d test", len(train), len(val),
                 source["file"], source["rows"], len(test))
-    return AgNews(train, val, test, source)
+    return Splits(train, val, test, source)
 
 
-def load_conll(cfg: DataConfig) -> Conll:
+def load_conll(cfg: DataConfig) -> Splits:
     """CoNLL-2003 official train / valid / test, IOB2."""
     if _use_local(cfg):
         folder = Path(cfg.data_dir) / "conll2003"
@@ -268,15 +264,13 @@ def load_conll(cfg: DataConfig) -> Conll:
     train = splits[0] if cfg.conll_train_fraction is None else \
         subsample(splits[0], round(cfg.conll_train_fraction * rows), cfg.seed)
     val, test = (subsample(s, cfg.eval_limit, cfg.seed) for s in splits[1:])
-    return Conll(train, val, test, source={**source, "rows": rows})
+    return Splits(train, val, test, source={**source, "rows": rows})
 
 
 def subsample(items: list, n: int | None, seed: int) -> list:
     """A seeded random subset of ``n`` items in their original order (all items when ``n`` is None)."""
     if n is None or n >= len(items):
         return items
-    import numpy as np
-
     keep = np.sort(np.random.default_rng(seed).choice(len(items), size=n, replace=False))
     return [items[i] for i in keep]
 
