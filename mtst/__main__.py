@@ -102,6 +102,7 @@ def _report(args) -> None:
 
 
 def main(argv=None) -> None:
+    """Parse the command line and run one command; a bad input file exits with a one-line error."""
     parser = argparse.ArgumentParser(prog="mtst", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 

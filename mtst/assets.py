@@ -132,8 +132,11 @@ def verify_weights(folder: Path, expected: str) -> None:
 
 
 def read_st_layout(source: str) -> tuple[str | None, bool]:
-    """The pooling mode (``1_Pooling/config.json``) of a sentence-transformers folder, and whether it ends in a
-    ``Normalize`` module (``modules.json``); ``(None, False)`` for what is not such a folder (a hub id)."""
+    """How a sentence-transformers folder pools and whether it normalises, read from its config files.
+
+    The pooling mode is in ``1_Pooling/config.json``, a ``Normalize`` module in ``modules.json``;
+    ``(None, False)`` for what is not such a folder (a hub id).
+    """
     folder = Path(source)
     pooling, normalize = None, False
     if (folder / "1_Pooling" / "config.json").is_file():
@@ -147,8 +150,10 @@ def read_st_layout(source: str) -> tuple[str | None, bool]:
 
 
 def write_st_layout(path, backbone, tokenizer, pooling: str, normalize: bool, max_seq_length: int) -> None:
-    """Write a folder that ``sentence_transformers.SentenceTransformer(path)`` loads: the backbone's weights,
-    the tokenizer, ``modules.json`` and the pooling config."""
+    """Write a folder that ``sentence_transformers.SentenceTransformer(path)`` loads.
+
+    It holds the backbone's weights, the tokenizer, ``modules.json`` and the pooling config.
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     backbone.save_pretrained(path, safe_serialization=True)

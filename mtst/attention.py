@@ -68,6 +68,7 @@ class SdpaMPNetEncoder(MPNetEncoder):
 
     def forward(self, hidden_states, attention_mask=None, output_attentions=False, output_hidden_states=False,
                 return_dict=False, **kwargs):
+        """Run every layer on the one combined mask (the stock path when attention weights are asked for)."""
         if output_attentions:  # SDPA never materialises the probabilities: take the stock path
             return super().forward(hidden_states, attention_mask, output_attentions, output_hidden_states,
                                    return_dict, **kwargs)
@@ -89,6 +90,7 @@ class SdpaMPNetSelfAttention(MPNetSelfAttention):
     """``MPNetSelfAttention`` through ``scaled_dot_product_attention``; same weights, same result."""
 
     def forward(self, hidden_states, attention_mask=None, position_bias=None, output_attentions=False, **kwargs):
+        """Self-attention of ``(B, T, H)`` states, as the stock module computes it, through SDPA."""
         if output_attentions:
             return super().forward(hidden_states, attention_mask, position_bias, True, **kwargs)
         mask = position_bias
@@ -152,6 +154,7 @@ class PackedLinear(nn.Linear):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ W.T + b``: with the packed weight on the CPU without autograd, else the stock path."""
         autocast = torch.is_autocast_enabled("cpu")
         dtype = torch.get_autocast_dtype("cpu") if autocast else x.dtype
         if (torch.is_grad_enabled() or x.device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16)
@@ -167,6 +170,7 @@ class PackedLinear(nn.Linear):
 
 
 def packed_linear_available() -> bool:
+    """Whether this torch build has the oneDNN packed-linear kernel (``mkldnn._linear_pointwise``)."""
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 

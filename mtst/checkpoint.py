@@ -50,9 +50,9 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def save_model_atomic(model: nn.Module, dest) -> None:
-    """``save_pretrained`` of a ``MultiTaskSentenceTransformer`` into a sibling temp folder, fsync, then swap it
-    into place.
+    """Save a ``MultiTaskSentenceTransformer`` so that ``dest`` always holds a whole model, old or new.
 
+    ``save_pretrained`` goes into a sibling temp folder, which is fsynced, then swapped into place.
     On Linux the old and new folders are exchanged in one step, so ``dest`` is never missing nor
     half written; elsewhere two renames leave it missing for an instant. Leftovers of a save that
     was killed half-way (``.best.*`` beside ``best``) are removed first.
@@ -112,8 +112,10 @@ RNG_KEYS = ("torch_rng", "cuda_rng")
 
 
 def training_state(parts: dict, streams: dict, **progress) -> dict:
-    """What ``last.pt`` holds: each part's ``state_dict()`` (model, optimizer, ...), each batch stream's
-    position, the RNGs, and ``progress`` (step, epoch, history so far).
+    """What ``last.pt`` holds, so that a resumed run continues exactly where this one stopped.
+
+    Each part's ``state_dict()`` (model, optimizer, ...), each batch stream's position, the RNGs,
+    and ``progress`` (step, epoch, history so far).
     """
     return {**{name: part.state_dict() for name, part in parts.items()},
             "streams": {task: stream.state_dict() for task, stream in streams.items()},

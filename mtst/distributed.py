@@ -25,8 +25,10 @@ def cpu_has_bf16() -> bool:
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """``auto``: bf16 on GPUs and CPUs that support it, fp16 (with a GradScaler) on older GPUs,
-    fp32 (None) on other CPUs. Otherwise the named precision.
+    """The autocast dtype that ``TrainConfig.precision`` means on ``device`` (None: fp32, no autocast).
+
+    ``auto``: bf16 on GPUs and CPUs that support it, fp16 (with a GradScaler) on older GPUs,
+    fp32 on other CPUs. Otherwise the named precision.
     """
     if precision == "auto":
         if device.type == "cuda":

@@ -55,6 +55,7 @@ class Tokenized:
 
     @property
     def truncated(self) -> list[bool]:
+        """Whether each sentence was cut to ``max_length``."""
         return [n > self.max_length for n in self.full_lengths]
 
 
@@ -117,8 +118,10 @@ class SentenceTransformer(nn.Module):
     def from_pretrained(cls, name_or_path: str | None = None, pooling: str | None = None,
                         normalize: bool | None = None, max_seq_length: int = 384,
                         attention: str = "sdpa") -> "SentenceTransformer":
-        """Load a backbone from a hub id, a local folder or ``mtst:tiny`` (``mtst.assets.resolve_model``), in
-        eval mode, as transformers and sentence-transformers do.
+        """Load a backbone from a hub id, a local folder or ``mtst:tiny``, in eval mode.
+
+        The name is resolved by ``mtst.assets.resolve_model``; eval mode as transformers and
+        sentence-transformers do.
 
         ``pooling`` and ``normalize`` default to the folder's sentence-transformers config
         (``1_Pooling``, a ``Normalize`` module in ``modules.json``), else ``mean`` and no
@@ -133,17 +136,20 @@ class SentenceTransformer(nn.Module):
         return cls(backbone, tokenizer, pooling or saved_pooling or "mean", normalize, max_seq_length, attention).eval()
 
     def save_pretrained(self, path) -> None:
-        """Write a sentence-transformers folder (backbone, tokenizer, modules.json, pooling config), loadable by
-        ``sentence_transformers.SentenceTransformer(path)`` and by ``from_pretrained``.
+        """Write a sentence-transformers folder, loadable by ``sentence_transformers`` and by ``from_pretrained``.
+
+        It holds the backbone, the tokenizer, ``modules.json`` and the pooling config.
         """
         write_st_layout(path, self.backbone, self.tokenizer, self.pooling, self.normalize, self.max_seq_length)
 
     @property
     def hidden_size(self) -> int:
+        """The embedding width ``H`` (768 for all-mpnet-base-v2)."""
         return self.backbone.config.hidden_size
 
     @property
     def device(self) -> torch.device:
+        """Where the weights are; ``encode`` moves its batches there."""
         return next(self.parameters()).device
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:

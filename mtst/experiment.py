@@ -37,8 +37,9 @@ def build_model(cfg: ModelConfig, seed: int, init_from=None) -> MultiTaskSentenc
 
 
 def save_artifact(model: MultiTaskSentenceTransformer, cfg: ModelConfig, folder: Path) -> None:
-    """The shipped form of a trained model: heads plus the encoder's delta on top of the base model,
-    whose weights checksum travels with them (``MultiTaskSentenceTransformer.save_artifact``).
+    """Save the shipped form of a trained model: heads plus the encoder's delta on the base model.
+
+    The base weights' checksum travels with them (``MultiTaskSentenceTransformer.save_artifact``).
     """
     source = Path(resolve_model(cfg.model_name))
     sha = weights_sha256(source) if source.is_dir() else None
@@ -147,9 +148,10 @@ def run_experiment(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: Trai
 
 def rescore(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, name: str, runs_dir="runs",
             record_dir=None, cache_dir="cache") -> dict:
-    """Score a finished run's best checkpoint again with this version's ``evaluate()`` (after a
-    change to the metrics or the decoding), on validation and test; ``metrics.json`` keeps the
-    earlier test scores under ``rescored.previous_test``.
+    """Score a finished run's best checkpoint again with this version's ``evaluate()``.
+
+    For after a change to the metrics or the decoding: validation and test are scored again;
+    ``metrics.json`` keeps the earlier test scores under ``rescored.previous_test``.
     """
     run_dir = Path(runs_dir) / name
     record_dir = Path(record_dir) if record_dir else run_dir
@@ -175,8 +177,9 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 def execute_all(profile: str = "auto", folder=NOTEBOOKS, timeout: int | None = None, out_dir=None,
                 only: tuple[str, ...] = ()) -> dict:
-    """Execute every ``NN_*.ipynb`` in ``folder`` in order, saving outputs in place (smoke runs
-    save to ``out_dir`` or a temporary folder instead, leaving the committed notebooks alone).
+    """Execute every ``NN_*.ipynb`` in ``folder`` in order, saving outputs in place.
+
+    Smoke runs save to ``out_dir`` or a temporary folder instead, leaving the committed notebooks alone.
 
     Returns the wall seconds per notebook (also written to ``results/notebooks-<profile>.json``
     for real runs, followed by the results summary and writeup, ``python -m mtst report``).
@@ -246,8 +249,9 @@ class Setup:
         return f"{self.profile}-s{self.train_cfg.seed}"
 
     def train_headline(self) -> dict:
-        """Train (or, when this checkout already finished it with the same config, reuse) the
-        headline seed; its record goes to ``results/runs/<profile>-s<seed>``.
+        """Train the profile's headline seed, or reuse it when this checkout already finished it.
+
+        Reused only with the same config; its record goes to ``results/runs/<profile>-s<seed>``.
         """
         return run_experiment(self.model_cfg, self.data_cfg, self.train_cfg, self.headline_name,
                               runs_dir=self.runs_dir, record_dir=self.results_dir / "runs" / self.headline_name,

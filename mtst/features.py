@@ -82,8 +82,9 @@ class TaskSplits:
 
 
 def align_labels(word_ids: Sequence[int | None], word_labels: Sequence[int]) -> list[int]:
-    """Word labels to sub-tokens: the first piece of each word gets its label, the rest and the
-    special tokens get ``IGNORE_INDEX``.
+    """Word labels to sub-tokens: the first piece of each word gets its label.
+
+    The other pieces and the special tokens get ``IGNORE_INDEX``.
     """
     aligned, previous = [], None
     for wid in word_ids:
@@ -125,9 +126,11 @@ def ner_features(tokenizer, sentences: Sequence[TaggedSentence], labels: Sequenc
 
 
 def collate(features: TaskFeatures, rows: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
-    """A padded batch of the given rows: ``input_ids``, ``attention_mask`` (B, T) and ``labels``
-    ((B,) for classification, (B, T) padded with ``IGNORE_INDEX`` for NER); for NER also
-    ``shape_ids`` (B, T); with cached prefix states also ``states`` (B, T, H).
+    """A padded batch of the given rows, as the model's forward takes it, with its labels.
+
+    ``input_ids``, ``attention_mask`` (B, T) and ``labels`` ((B,) for classification, (B, T) padded
+    with ``IGNORE_INDEX`` for NER); for NER also ``shape_ids`` (B, T); with cached prefix states
+    also ``states`` (B, T, H).
     """
     input_ids, attention_mask = pad_batch([features.input_ids[r] for r in rows], pad_id)
     batch = {"input_ids": input_ids, "attention_mask": attention_mask}
@@ -168,8 +171,10 @@ def bucket_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Gener
 
 
 class BatchStream:
-    """Endless length-bucketed batches of one task. Pass ``k`` is shuffled by ``rng(seed, k)``, so
-    the stream's state is two integers; with several ranks each takes every ``world``-th batch.
+    """Endless length-bucketed batches of one task, resumable from two integers.
+
+    Pass ``k`` is shuffled by ``rng(seed, k)``, so the stream's state is the pass and the position
+    in it; with several ranks each takes every ``world``-th batch.
     """
 
     def __init__(self, features: TaskFeatures, batch_size: int, seed: int, rank: int = 0, world: int = 1):

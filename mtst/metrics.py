@@ -24,8 +24,10 @@ def classification_metrics(gold, pred, n_classes: int) -> dict:
 
 
 def iob2_transitions(labels) -> np.ndarray:
-    """Allowed label bigrams under IOB2, ``(L + 1, L)``: row ``i < L`` after label ``i``, row ``L``
-    at the start of a sentence. ``I-X`` may only follow ``B-X`` or ``I-X``; anything else goes.
+    """Allowed label bigrams under IOB2, ``(L + 1, L)``, for ``constrained_decode``.
+
+    Row ``i < L`` is after label ``i``, row ``L`` at the start of a sentence. ``I-X`` may only
+    follow ``B-X`` or ``I-X``; anything else goes.
     """
     allowed = np.ones((len(labels) + 1, len(labels)), dtype=bool)
     for j, label in enumerate(labels):
@@ -111,8 +113,10 @@ def ner_metrics(gold: list[list[str]], pred: list[list[str]]) -> dict:
 
 
 def score_task(model, features, preds: dict, loss: float) -> dict:
-    """Metrics of one task (``features.task``) from per-row predictions: a class id, or one row of label
-    log-probabilities per word read; ``model`` supplies the label lists.
+    """Metrics of one task (``features.task``) from per-row predictions.
+
+    A prediction is a class id, or one row of label log-probabilities per word read; ``model``
+    supplies the label lists.
     """
     order = sorted(preds)
     result = {"loss": loss, "n": len(order)}

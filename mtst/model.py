@@ -24,8 +24,10 @@ CONFIG_FILE = "mtst_config.json"
 
 
 class NerHead(nn.Module):
-    """Token states (B, T, H), optionally joined to a learned embedding of each word's shape, to
-    label logits (B, T, L). With ``shape_dim=0`` it is the reference's single linear layer.
+    """The NER head: token states (B, T, H) to label logits (B, T, L).
+
+    Each state is optionally joined to a learned embedding of its word's shape; with
+    ``shape_dim=0`` it is the reference's single linear layer.
     """
 
     def __init__(self, hidden: int, n_labels: int, dropout: float = 0.1, shape_dim: int = 0):
@@ -35,6 +37,7 @@ class NerHead(nn.Module):
         self.out = nn.Linear(hidden + shape_dim, n_labels)
 
     def forward(self, states: torch.Tensor, shape_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Label logits ``(B, T, L)`` of every token state ``(B, T, H)``, joined with its word-shape embedding."""
         x = self.dropout(states)
         if self.shape is not None:
             if shape_ids is None:
@@ -75,6 +78,7 @@ class MultiTaskSentenceTransformer(nn.Module):
 
     @property
     def tokenizer(self):
+        """The shared encoder's tokenizer (the data stage tokenises with it)."""
         return self.encoder.tokenizer
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, tasks: tuple[str, ...] = TASKS,
@@ -104,6 +108,7 @@ class MultiTaskSentenceTransformer(nn.Module):
         return out
 
     def config_dict(self) -> dict:
+        """What a saved model's ``config.json`` holds: pooling, lengths, head sizes and the label lists."""
         return {
             "format_version": 2,
             "pooling": self.encoder.pooling,
@@ -125,9 +130,11 @@ class MultiTaskSentenceTransformer(nn.Module):
 
     def save_artifact(self, path, base_model: str = HUB_MODEL_ID, base_sha256: str | None = MODEL_SHA256,
                       base_folder=None) -> None:
-        """A small artifact on top of the checksum-verified base model: the heads, the labels, and the
-        encoder's change from the base weights (only the tensors that changed, as fp16 differences;
-        none for a frozen encoder). ``from_pretrained`` rebuilds the model from base + delta.
+        """Save a small artifact that applies on top of the checksum-verified base model.
+
+        It holds the heads, the labels, and the encoder's change from the base weights (only the
+        tensors that changed, as fp16 differences; none for a frozen encoder). ``from_pretrained``
+        rebuilds the model from base + delta.
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)

@@ -111,10 +111,12 @@ class Predictor:
 
     @classmethod
     def from_pretrained(cls, path, device="cpu") -> "Predictor":
+        """A predictor for a trained model folder (``save_pretrained`` or ``save_artifact``)."""
         return cls(MultiTaskSentenceTransformer.from_pretrained(path), device, trained=True)
 
     @property
     def max_seq_length(self) -> int:
+        """Most sub-tokens one text is read in (longer texts are truncated)."""
         return self.model.encoder.max_seq_length
 
     def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -176,8 +176,11 @@ def _get(d: dict, path: tuple):
 
 
 def load_runs(results: Path) -> dict[str, dict]:
-    """Every run folder under ``results/runs`` (nested ones too, e.g. ``task3/<name>``), keyed by its
-    path there: ``metrics`` (None while the run has not finished), ``config``, ``environment``, ``dir``."""
+    """Every run folder under ``results/runs`` (nested ones too, e.g. ``task3/<name>``), read back.
+
+    Keyed by its path there: ``metrics`` (None while the run has not finished), ``config``,
+    ``environment``, ``dir``.
+    """
     root = results / "runs"
     runs = {}
     for env in sorted(root.rglob("environment.json")):  # the recorder writes it first, artifacts never
@@ -239,7 +242,9 @@ def machine(device_name: str | None, env: dict) -> str:
 
 def group_stats(names: list[str], rows: dict, unfinished: list[int]) -> dict:
     """Mean and sample standard deviation over a group's finished seeds, and the per-seed values.
-    Wall time gets no mean when the seeds ran on different kinds of machine."""
+
+    Wall time gets no mean when the seeds ran on different kinds of machine.
+    """
     names = sorted(names, key=lambda n: (rows[n]["seed"] or 0, n))
     stats = {k: mean_std([rows[n][k] for n in names]) for k in METRICS}
     if len({rows[n]["machine"] for n in names}) > 1:

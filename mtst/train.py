@@ -60,8 +60,9 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class LossWeights(nn.Module):
-    """Static weights, or learned uncertainty weighting (Kendall, Gal & Cipolla 2018):
-    ``sum_t exp(-s_t) * L_t + s_t / 2`` with ``s_t = log sigma_t^2`` learned.
+    """How the task losses add up: static weights, or learned uncertainty weighting.
+
+    Kendall, Gal & Cipolla 2018: ``sum_t exp(-s_t) * L_t + s_t / 2``, ``s_t = log sigma_t^2`` learned.
     """
 
     def __init__(self, mode: str, static: tuple[float, float]):
@@ -107,7 +108,9 @@ def train_step(model: nn.Module, batches: dict[str, dict], weights: LossWeights,
 
 def build_optimizer(model: MultiTaskSentenceTransformer, weights: LossWeights, cfg: TrainConfig,
                     device: torch.device) -> torch.optim.Optimizer:
-    """AdamW: encoder at ``lr`` (optionally decayed per layer), heads and loss weights at ``head_lr``;
+    """AdamW with a learning rate and weight decay per parameter group.
+
+    Encoder at ``lr`` (optionally decayed per layer), heads and loss weights at ``head_lr``;
     no weight decay on biases and LayerNorm weights.
     """
     lr_of = layer_lrs(model, cfg)
@@ -225,11 +228,10 @@ def fit(model: MultiTaskSentenceTransformer, data: dict[str, TaskSplits], cfg: T
     history.resumed_at_step = step
 
     def save_last(epoch: int) -> None:
+        progress = dict(step=step, epoch=epoch, bad_epochs=bad_epochs, history_steps=history.steps,
+                        history_epochs=history.epochs, best_epoch=history.best_epoch, best_score=history.best_score)
         if dist.is_main():
-            save_state_atomic(training_state(parts, streams, step=step, epoch=epoch, bad_epochs=bad_epochs,
-                                             history_steps=history.steps, history_epochs=history.epochs,
-                                             best_epoch=history.best_epoch, best_score=history.best_score),
-                              run_dir / LAST)
+            save_state_atomic(training_state(parts, streams, **progress), run_dir / LAST)
 
     pad_id = model.tokenizer.pad_token_id
     for epoch in range(start_epoch, cfg.epochs):

@@ -222,6 +222,7 @@ class RequestHandler(WSGIRequestHandler):
     """Werkzeug's handler, answering ``Server: mtst`` instead of the Werkzeug and Python versions."""
 
     def version_string(self) -> str:
+        """The ``Server`` header: the name only, no versions."""
         return "mtst"
 
 
