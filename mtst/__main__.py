@@ -85,7 +85,7 @@ def _encode(args) -> None:
 def _serve(args) -> None:
     from .demo.app import run_server
 
-    run_server(args.checkpoint, args.host, args.port)
+    run_server(args.checkpoint, args.host, args.port, args.device)
 
 
 def _notebooks(args) -> None:
@@ -158,8 +158,9 @@ def main(argv=None) -> None:
 
     p = sub.add_parser("serve", help="the web demo")
     p.add_argument("--checkpoint", help="trained model folder (default: base model, untrained heads)")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("notebooks", help="re-execute every notebook in place")

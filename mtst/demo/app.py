@@ -6,13 +6,12 @@ what is wrong and where, without echoing what the client sent.
 
 Usage::
 
-    python -m mtst.app [--checkpoint DIR] [--host 127.0.0.1] [--port 8000]
+    python -m mtst serve [--checkpoint DIR] [--host 127.0.0.1] [--port 8000] [--device cpu]
 
 The server is Flask's threaded development server, which is enough for a demo on loopback;
 ``Predictor`` serialises the forward passes anyway.
 """
 
-import argparse
 import json
 import logging
 import signal
@@ -250,19 +249,3 @@ def run_server(checkpoint: str | None = None, host: str = "127.0.0.1", port: int
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
-
-
-def main(argv=None) -> None:
-    """Command line entry point of ``python -m mtst.app``."""
-    parser = argparse.ArgumentParser(prog="python -m mtst.app", description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", help="trained model folder (default: base model, untrained heads)")
-    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    args = parser.parse_args(argv)
-    run_server(args.checkpoint, args.host, args.port, args.device)
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main()
