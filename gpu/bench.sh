@@ -5,14 +5,14 @@
 #   bash gpu/bench.sh            # writes into $OUT (the device tool's folder), else results/bench
 #
 # Expects: python with torch (CUDA), transformers, sentence-transformers; the model folder at
-# $MTST_MODEL (default /tmp/mpnet, a sentence-transformers folder, fp16 safetensors are fine: the
+# $MTST_MODEL (default $SCRATCH/mpnet as gpu/headline.sh unpacks it, a sentence-transformers folder, fp16 safetensors are fine: the
 # baseline loads that same folder, our exact mode and the accuracy reference upcast it to fp32);
-# the data folder at $MTST_DATA_DIR or shared/data or ../shared/data (ag_news/test.csv,
+# the data folder at $MTST_DATA_DIR or shared/data, ../shared/data or .data (ag_news/test.csv,
 # ag_news/train_subset_20k.csv or train.csv, conll2003/train.txt). No network is needed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-results/bench}
-MODEL=${MTST_MODEL:-/tmp/mpnet}
+MODEL=${MTST_MODEL:-${SCRATCH:-${TMPDIR:-/tmp}/mtst-gpu}/mpnet}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
@@ -20,7 +20,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMER
 start=$(date +%s)
 
 DATA=""
-for d in "${MTST_DATA_DIR:-}" shared/data ../shared/data /tmp/data; do
+for d in "${MTST_DATA_DIR:-}" shared/data ../shared/data .data; do
   if [ -n "$d" ] && [ -f "$d/ag_news/test.csv" ] && [ -f "$d/conll2003/train.txt" ]; then DATA=$d; break; fi
 done
 if [ -z "$DATA" ]; then echo "no data folder found (set MTST_DATA_DIR)"; exit 2; fi
