@@ -253,6 +253,10 @@ class TaskSampler:
             return (self.tasks[step % len(self.tasks)],)
         return (self.tasks[self.rng.choice(len(self.tasks), p=[self.probs[t] for t in self.tasks])],)
 
+    def steps_per_pass(self, batches: dict[str, int]) -> int:
+        """Steps that read each task's ``batches`` once: the longest task's under ``both``, else all of them."""
+        return max(batches.values()) if self.strategy == "both" else sum(batches.values())
+
     def state_dict(self) -> dict:
         """The step count and RNG state, for resuming."""
         return {"step": self.step, "rng": self.rng.bit_generator.state}

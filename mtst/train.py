@@ -206,10 +206,8 @@ def fit(model: MultiTaskSentenceTransformer, data: dict[str, TaskSplits], cfg: T
     streams = {t: BatchStream(d.train, cfg.batch_size, cfg.seed + i, dist.rank(), dist.world_size())
                for i, (t, d) in enumerate(data.items())}
     sampler = TaskSampler({t: len(d.train) for t, d in data.items()}, cfg.sampling, cfg.temperature, cfg.seed)
-    steps_per_epoch = (max(len(s) for s in streams.values()) if cfg.sampling == "both"
-                       else sum(len(s) for s in streams.values()))
-    if cfg.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    steps_per_epoch = sampler.steps_per_pass({t: len(s) for t, s in streams.items()})
+    steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch or steps_per_epoch)
     total = steps_per_epoch * cfg.epochs
     optimizer = build_optimizer(model, weights, cfg, device)
     scheduler = linear_schedule(optimizer, math.ceil(cfg.warmup_ratio * total), total)
@@ -236,8 +234,7 @@ def fit(model: MultiTaskSentenceTransformer, data: dict[str, TaskSplits], cfg: T
     pad_id = model.tokenizer.pad_token_id
     for epoch in range(start_epoch, cfg.epochs):
         apply_freezing(model, cfg, epoch)
-        epoch_start, seen = time.perf_counter(), {t: 0 for t in data}
-        running = {t: [] for t in data}
+        epoch_start, seen, running = time.perf_counter(), {t: 0 for t in data}, {t: [] for t in data}
         bar = tqdm(total=steps_per_epoch, initial=step - epoch * steps_per_epoch, desc=f"epoch {epoch + 1}",
                    disable=None if dist.is_main() else True)
         while step < (epoch + 1) * steps_per_epoch:
