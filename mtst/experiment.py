@@ -91,7 +91,7 @@ def run_experiment(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: Trai
     run_dir = Path(runs_dir) / name
     record_dir = Path(record_dir) if record_dir else run_dir
     device = resolve_device(train_cfg.device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model = build_model(model_cfg, train_cfg.seed, train_cfg.init_from)
     data, data_record = build_task_data(model, data_cfg)
     configs = {"name": name, "profile": profile, "model": model_cfg, "data": data_cfg, "train": train_cfg,
@@ -121,6 +121,9 @@ def run_experiment(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: Trai
         # Everything from building the model to the test scores, measured in this one process (a
         # resumed run: from the resume on; resumed_at_step says so).
         "wall_seconds": wall, "resumed_at_step": history.resumed_at_step,
+        # CPU time of every thread of this process: what the run cost, less sensitive than wall
+        # time to other work sharing the cores.
+        "cpu_seconds": time.process_time() - cpu_start,
         "train_seconds": sum(e["seconds"] for e in history.epochs), "prefix_seconds": history.prefix_seconds,
         "prefix_from_cache": history.prefix_from_cache,
         "epochs_run": len(history.epochs), "best_epoch": history.best_epoch,
