@@ -3,8 +3,9 @@
 A strategy is a set of trainable parameters, never another loop. ``TrainConfig.trainable_layers``
 says how deep the encoder trains: None, all of it (embeddings included); ``k``, only its top ``k``
 layers (0: the encoder is frozen, a linear probe). ``TrainConfig.freeze`` adds the other strategies:
-``gradual`` unfreezes those ``k`` layers one per epoch from the top, ``lora`` trains adapters instead
-of the layers' weights, ``cls_head`` / ``ner_head`` keep that head frozen.
+``gradual`` unfreezes those ``k`` layers one at a time from the top, in ``k + 1`` equal stages of
+the run, ``lora`` trains adapters instead of the layers' weights, ``cls_head`` / ``ner_head`` keep
+that head frozen.
 
 When the embeddings and the first ``n`` layers are frozen, their output for a given sentence never
 changes during training. ``prefix_states`` computes it once per split (in eval mode, so no dropout)
@@ -206,12 +207,15 @@ def prefix_layers(model: nn.Module, cfg: TrainConfig) -> int | None:
     return num_layers(model.encoder.backbone) - min(cfg.trainable_layers, num_layers(model.encoder.backbone))
 
 
-def trainable_now(model: nn.Module, cfg: TrainConfig, epoch: int) -> int | None:
-    """Top layers training in ``epoch`` (None: all, embeddings included); ``gradual`` adds one per epoch."""
+def trainable_now(model: nn.Module, cfg: TrainConfig, step: int = 0, total_steps: int = 1) -> int | None:
+    """Top layers training at ``step`` of ``total_steps`` (None: all, embeddings included). ``gradual``
+    splits the run into ``k + 1`` equal stages: the heads alone, then one more layer from the top each
+    stage, so every budget (one epoch too) ends with all ``k`` layers training.
+    """
     total = num_layers(model.encoder.backbone)
     k = total if cfg.trainable_layers is None else min(cfg.trainable_layers, total)
     if cfg.freeze == "gradual":
-        return min(epoch, k)
+        return min(k, step * (k + 1) // max(1, total_steps))
     return None if cfg.trainable_layers is None else k
 
 
@@ -242,9 +246,9 @@ def layer_lrs(model: nn.Module, cfg: TrainConfig) -> dict[int, float]:
     return {id(p): cfg.lr * cfg.layer_lr_decay ** (top - depth) for depth, group in enumerate(groups) for p in group}
 
 
-def apply_freezing(model: nn.Module, cfg: TrainConfig, epoch: int = 0) -> None:
-    """Set ``requires_grad`` of every parameter for ``cfg`` at the start of ``epoch``."""
-    k = trainable_now(model, cfg, epoch)
+def apply_freezing(model: nn.Module, cfg: TrainConfig, step: int = 0, total_steps: int = 1) -> None:
+    """Set ``requires_grad`` of every parameter for ``cfg`` at ``step`` of ``total_steps``."""
+    k = trainable_now(model, cfg, step, total_steps)
     model.encoder.requires_grad_(False)
     if cfg.freeze == "lora":
         for name, p in model.encoder.named_parameters():
@@ -258,5 +262,5 @@ def apply_freezing(model: nn.Module, cfg: TrainConfig, epoch: int = 0) -> None:
     for task, head in model.heads.items():
         head.requires_grad_(cfg.freeze != f"{task}_head")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    logger.info("freeze=%s, trainable_layers=%s, epoch %d: %s of %s parameters train", cfg.freeze,
-                cfg.trainable_layers, epoch, f"{trainable:,}", f"{sum(p.numel() for p in model.parameters()):,}")
+    logger.info("freeze=%s, trainable_layers=%s, step %d: %s of %s parameters train", cfg.freeze,
+                cfg.trainable_layers, step, f"{trainable:,}", f"{sum(p.numel() for p in model.parameters()):,}")

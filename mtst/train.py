@@ -17,7 +17,7 @@ from .checkpoint import load_state, save_model_atomic, save_state_atomic
 from .config import TrainConfig
 from .data import IGNORE_INDEX
 from .features import TaskFeatures, bucket_batches, collate
-from .freezing import add_adapters, apply_freezing, cache_prefix, layer_lrs, prefix_layers
+from .freezing import add_adapters, apply_freezing, cache_prefix, layer_lrs, prefix_layers, trainable_now
 from .metrics import classification_metrics, constrained_decode, iob2_transitions, ner_metrics
 from .model import MultiTaskSentenceTransformer
 from .sampling import TaskSampler
@@ -260,14 +260,15 @@ def score_task(model: MultiTaskSentenceTransformer, features: TaskFeatures, pred
 
 
 def monitor_score(metrics: dict, monitor: str) -> float:
-    """Higher is better."""
+    """Higher is better; ``mean_score`` averages the scores of the tasks present."""
     if monitor == "val_loss":
         return -float(metrics["loss"])
     if monitor == "cls_accuracy":
         return float(metrics["cls"]["accuracy"])
     if monitor == "entity_f1":
         return float(metrics["ner"]["entity_f1"])
-    return float(metrics["cls"]["accuracy"] + metrics["ner"]["entity_f1"]) / 2
+    scores = [float(metrics[t][key]) for t, key in (("cls", "accuracy"), ("ner", "entity_f1")) if t in metrics]
+    return sum(scores) / len(scores)
 
 
 def fit(model: MultiTaskSentenceTransformer, data: dict[str, TaskSplits], cfg: TrainConfig, run_dir,
@@ -348,8 +349,8 @@ def fit(model: MultiTaskSentenceTransformer, data: dict[str, TaskSplits], cfg: T
             }, run_dir / LAST)
 
     pad_id = model.tokenizer.pad_token_id
+    depth = -1  # how many top layers train now (None: all); gradual unfreezing changes it as it goes
     for epoch in range(start_epoch, cfg.epochs):
-        apply_freezing(model, cfg, epoch)
         epoch_start, seen = time.perf_counter(), {t: 0 for t in data}
         running = {t: [] for t in data}
         bar = tqdm(total=steps_per_epoch, initial=step - epoch * steps_per_epoch, desc=f"epoch {epoch + 1}",
@@ -360,6 +361,9 @@ def fit(model: MultiTaskSentenceTransformer, data: dict[str, TaskSplits], cfg: T
                 history.interrupted = True
                 bar.close()
                 return history
+            if (now := trainable_now(model, cfg, step, total)) != depth:
+                apply_freezing(model, cfg, step, total)
+                depth = now
             tasks = sampler.next()
             rows = {task: streams[task].next() for task in tasks}
             batches = {task: collate(data[task].train, rows[task], pad_id) for task in tasks}
@@ -388,15 +392,17 @@ def fit(model: MultiTaskSentenceTransformer, data: dict[str, TaskSplits], cfg: T
         record = {"epoch": epoch + 1, "step": step, "seconds": time.perf_counter() - epoch_start,
                   "train_examples": seen, "world_size": dist.world_size(), "val_loss": val["loss"],
                   **{f"val_{t}_loss": val[t]["loss"] for t in data},
-                  "val_cls_accuracy": val["cls"].get("accuracy"), "val_cls_macro_f1": val["cls"].get("macro_f1"),
-                  "val_entity_f1": val["ner"].get("entity_f1"), "val_token_accuracy": val["ner"].get("token_accuracy"),
+                  "val_cls_accuracy": val.get("cls", {}).get("accuracy"),
+                  "val_cls_macro_f1": val.get("cls", {}).get("macro_f1"),
+                  "val_entity_f1": val.get("ner", {}).get("entity_f1"),
+                  "val_token_accuracy": val.get("ner", {}).get("token_accuracy"),
                   "monitor": cfg.monitor, "score": score, "improved": improved}
         if weights.log_vars is not None:
             record["log_vars"] = {t: v.item() for t, v in weights.log_vars.items()}
         history.epochs.append(record)
         if recorder:
             recorder.log_epoch(record)
-        logger.info("epoch %d: val loss %.4f, cls acc %.4f, entity F1 %.4f%s", epoch + 1, val["loss"],
+        logger.info("epoch %d: val loss %.4f, cls acc %s, entity F1 %s%s", epoch + 1, val["loss"],
                     record["val_cls_accuracy"], record["val_entity_f1"], " (best)" if improved else "")
         if improved:
             history.best_epoch, history.best_score, bad_epochs = epoch + 1, score, 0
