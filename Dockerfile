@@ -21,6 +21,11 @@ WORKDIR /app
 # demo needs: requirements.txt adds the training, notebook and test tools.
 # TORCH_SOURCE: where pip finds the CPU wheel (default PyTorch's CPU index).
 ARG TORCH_SOURCE="--index-url https://download.pytorch.org/whl/cpu"
+# pip >= 23.1 builds seqeval 1.2.2 (an sdist with setup_requires, no pyproject.toml) in an isolated
+# PEP 517 env that installs setuptools_scm with its dependencies. With older pip (Debian bookworm's 23.0)
+# the setuptools that torch pulls in fetches setuptools_scm 10 as a bare egg, without vcs_versioning, and
+# the build fails. Already satisfied on python:3.11-slim, so no download there.
+RUN pip install "pip>=23.1"
 RUN pip install torch==2.13.0 ${TORCH_SOURCE}
 COPY requirements-runtime.txt .
 RUN pip install -r requirements-runtime.txt

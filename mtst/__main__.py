@@ -22,9 +22,9 @@ def _train(args) -> None:
               "train.stop_after_steps raised or removed.")
     elif metrics:  # empty on ranks other than 0
         print(json.dumps({k: metrics[k] for k in ("name", "wall_seconds", "best_epoch")} | {
-            "ag_news_test_accuracy": metrics["test"]["cls"]["accuracy"],
-            "conll_test_entity_f1": metrics["test"]["ner"]["entity_f1"],
-            "conll_test_token_accuracy": metrics["test"]["ner"]["token_accuracy"]}, indent=2))
+            "ag_news_test_accuracy": metrics["test"].get("cls", {}).get("accuracy"),
+            "conll_test_entity_f1": metrics["test"].get("ner", {}).get("entity_f1"),
+            "conll_test_token_accuracy": metrics["test"].get("ner", {}).get("token_accuracy")}, indent=2))
 
 
 def _evaluate(args) -> None:

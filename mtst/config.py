@@ -127,14 +127,16 @@ class TrainConfig:
     """``static`` (``task_weights``) or ``uncertainty`` (learned, Kendall et al. 2018)."""
     task_weights: tuple[float, float] = (1.0, 1.0)
     """Static loss weights of (cls, ner)."""
+    tasks: tuple[str, ...] = ("cls", "ner")
+    """The tasks trained (and scored): both, the multi-task model; one alone, its single-task baseline."""
     trainable_layers: int | None = None
     """How deep the encoder trains: None, all of it (embeddings included); k, its top k layers, the
     frozen bottom running once over the data and cached (``mtst.freezing``); 0, a frozen encoder
     (a linear probe on its states)."""
     freeze: str = "none"
     """Task 3 strategy on top of ``trainable_layers``: ``none``; ``cls_head`` / ``ner_head`` (that
-    head frozen); ``gradual`` (epoch 0 trains the heads, each later epoch one more layer from the
-    top); ``lora`` (adapters on the attention projections of the trainable layers)."""
+    head frozen); ``gradual`` (the run in ``k + 1`` equal stages: the heads alone, then one more
+    layer from the top each stage); ``lora`` (adapters on the attention projections of the trainable layers)."""
     init_from: str | None = None
     """Start from a saved model (``best/`` or an artifact) instead of fresh heads."""
     lora_r: int = 8
@@ -173,6 +175,11 @@ class TrainConfig:
             raise ValueError(f"unknown monitor {self.monitor!r}")
         if self.trainable_layers is not None and self.trainable_layers < 0:
             raise ValueError(f"trainable_layers must be None or >= 0, got {self.trainable_layers}")
+        if not self.tasks or set(self.tasks) - {"cls", "ner"} or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks must be cls and/or ner, each once, got {self.tasks!r}")
+        if self.monitor in ("cls_accuracy", "entity_f1") and {"cls_accuracy": "cls", "entity_f1": "ner"}[
+                self.monitor] not in self.tasks:
+            raise ValueError(f"monitor {self.monitor!r} needs its task in tasks={self.tasks!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
 
@@ -209,8 +216,8 @@ def _coerce(value: str, current):
         return None
     if isinstance(current, bool):
         return value.lower() in ("1", "true", "yes")
-    if isinstance(current, tuple):
-        return tuple(float(v) for v in value.split(","))
+    if isinstance(current, tuple):  # of the type of its items: task_weights=1,0.5 or tasks=cls
+        return tuple(type(current[0])(v) for v in value.split(","))
     for kind in (int, float):
         if isinstance(current, kind):
             return kind(value)

@@ -98,9 +98,10 @@ def run_experiment(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: Trai
     run_dir = Path(runs_dir) / name
     record_dir = Path(record_dir) if record_dir else run_dir
     device = resolve_device(train_cfg.device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model = build_model(model_cfg, train_cfg.seed, train_cfg.init_from)
     data, data_record = build_task_data(model, data_cfg)
+    data = {t: data[t] for t in train_cfg.tasks}  # one task alone: the single-task baseline
     configs = {"name": name, "profile": profile, "model": model_cfg, "data": data_cfg, "train": train_cfg,
                **data_record}
     if reuse and (done := finished_run(run_dir, record_dir, configs)):
@@ -128,20 +129,27 @@ def run_experiment(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: Trai
         # Everything from building the model to the test scores, measured in this one process (a
         # resumed run: from the resume on; resumed_at_step says so).
         "wall_seconds": wall, "resumed_at_step": history.resumed_at_step,
+        # CPU time of every thread of this process: what the run cost, less sensitive than wall
+        # time to other work sharing the cores.
+        "cpu_seconds": time.process_time() - cpu_start,
         "train_seconds": sum(e["seconds"] for e in history.epochs), "prefix_seconds": history.prefix_seconds,
         "prefix_from_cache": history.prefix_from_cache,
         "epochs_run": len(history.epochs), "best_epoch": history.best_epoch,
         "stopped_early": history.stopped_early, "freeze": train_cfg.freeze,
-        "trainable_layers": train_cfg.trainable_layers, **data_record,
-        "val": best_val, "test": {"cls": test["cls"], "ner": test["ner"]},
+        "trainable_layers": train_cfg.trainable_layers,
+        # what trained in the last epoch (gradual unfreezing adds layers as it goes)
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "parameters": sum(p.numel() for p in model.parameters()), **data_record,
+        "val": best_val, "test": {t: test[t] for t in data},
     }
     save_artifact(best, model_cfg, record_dir / "artifact")
     metrics["artifact"] = str(record_dir / "artifact")
     recorder.write_json("metrics.json", metrics)
     plot_losses(history.steps, history.epochs, record_dir / "loss_plot.png", title=name)
-    plot_confusion(test["cls"]["confusion_matrix"], model.class_labels, record_dir / "confusion_matrix.png")
-    logger.info("%s: AG News test accuracy %.4f, CoNLL test entity F1 %.4f (token accuracy %.4f)", name,
-                test["cls"]["accuracy"], test["ner"]["entity_f1"], test["ner"]["token_accuracy"])
+    if "cls" in test:
+        plot_confusion(test["cls"]["confusion_matrix"], model.class_labels, record_dir / "confusion_matrix.png")
+    logger.info("%s: AG News test accuracy %s, CoNLL test entity F1 %s", name,
+                test.get("cls", {}).get("accuracy"), test.get("ner", {}).get("entity_f1"))
     return metrics
 
 
@@ -159,13 +167,14 @@ def rescore(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig
     device = resolve_device(train_cfg.device)
     best = MultiTaskSentenceTransformer.from_pretrained(run_dir / BEST).to(device)
     data, _ = build_task_data(best, data_cfg)
+    data = {t: data[t] for t in train_cfg.tasks}
     cache_prefix(best, data, prefix_layers(best, train_cfg), autocast_dtype(device, train_cfg.precision),
                  Path(cache_dir) / "prefix", train_cfg.eval_batch_size)
     val = evaluate(best, {t: d.val for t, d in data.items()}, train_cfg.eval_batch_size, train_cfg.precision)
     test = evaluate(best, {t: d.test for t, d in data.items()}, train_cfg.eval_batch_size, train_cfg.precision)
     metrics["rescored"] = {"time_utc": environment()["time_utc"], "previous_test": metrics["test"],
-                           "val": {"cls": val["cls"], "ner": val["ner"]}}
-    metrics["test"] = {"cls": test["cls"], "ner": test["ner"]}
+                           "val": {t: val[t] for t in data}}
+    metrics["test"] = {t: test[t] for t in data}
     (record_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=jsonable) + "\n")
     return metrics
 

@@ -149,6 +149,16 @@ def collate(features: TaskFeatures, rows: Sequence[int], pad_id: int) -> dict[st
     return batch
 
 
+def to_device(batch: dict, device: torch.device) -> dict:
+    """Move the tensors of a batch (other entries, such as ``start_layer``, stay as they are)."""
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def model_inputs(batch: dict) -> dict:
+    """The keyword arguments of the model's forward: everything in a batch but the labels."""
+    return {k: v for k, v in batch.items() if k != "labels"}
+
+
 def bucket_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator | None = None,
                    pool_batches: int = 50) -> list[list[int]]:
     """Group rows of similar length into batches so little padding is computed.

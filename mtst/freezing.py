@@ -3,8 +3,9 @@
 A strategy is a set of trainable parameters, never another loop. ``TrainConfig.trainable_layers``
 says how deep the encoder trains: None, all of it (embeddings included); ``k``, only its top ``k``
 layers (0: the encoder is frozen, a linear probe). ``TrainConfig.freeze`` adds the other strategies:
-``gradual`` unfreezes those ``k`` layers one per epoch from the top, ``lora`` trains adapters instead
-of the layers' weights, ``cls_head`` / ``ner_head`` keep that head frozen.
+``gradual`` unfreezes those ``k`` layers one at a time from the top, in ``k + 1`` equal stages of
+the run, ``lora`` trains adapters instead of the layers' weights, ``cls_head`` / ``ner_head`` keep
+that head frozen.
 
 When the embeddings and the first ``n`` layers are frozen, their output for a given sentence never
 changes during training. ``prefix_states`` computes it once per split (in eval mode, so no dropout)
@@ -112,7 +113,7 @@ def cache_key(backbone: nn.Module, input_ids: list[list[int]], n: int, dtype: to
 @torch.no_grad()
 def prefix_states(backbone: nn.Module, input_ids: list[list[int]], pad_id: int, n: int,
                   dtype: torch.dtype | None = None, cache_dir=None, batch_size: int = 64,
-                  desc: str = "prefix") -> tuple[PrefixStates, bool]:
+                  desc: str = "prefix", keep: tuple[int, ...] = ()) -> tuple[PrefixStates, bool]:
     """The bottom states of every row, computed (and cached under ``cache_dir``) or read from the cache.
 
     Args:
@@ -120,17 +121,22 @@ def prefix_states(backbone: nn.Module, input_ids: list[list[int]], pad_id: int, 
         input_ids: the split's token ids.
         n: encoder layers in the prefix (0: the embeddings only).
         dtype: autocast dtype (and storage dtype) of the states; None: fp32.
+        keep: shallower depths whose states the same pass also caches, as they are met on the way
+            up: bit for bit what a run at that depth computes itself, so a study of several depths
+            runs the frozen layers once.
 
     Returns:
         The states, and whether they came from the cache.
     """
-    path = None
+    paths = {}
     if cache_dir is not None:
-        path = Path(cache_dir) / f"{desc}-{cache_key(backbone, input_ids, n, dtype)}.safetensors"
-        if path.is_file():
-            logger.info("prefix states from cache %s", path)
-            saved = load_file(str(path))
+        paths = {m: Path(cache_dir) / f"{desc}-{cache_key(backbone, input_ids, m, dtype)}.safetensors"
+                 for m in sorted({n, *keep}) if m <= n}
+        if paths[n].is_file() and all(p.is_file() for p in paths.values()):
+            logger.info("prefix states from cache %s", paths[n])
+            saved = load_file(str(paths[n]))
             return PrefixStates(saved["states"], saved["offsets"], n), True
+    depths = sorted({m for m in keep if m < n} | {n})
     device = next(backbone.parameters()).device
     was_training = backbone.training
     backbone.eval()
@@ -138,31 +144,36 @@ def prefix_states(backbone: nn.Module, input_ids: list[list[int]], pad_id: int, 
     lengths = [len(ids) for ids in input_ids]
     offsets = torch.zeros(len(input_ids) + 1, dtype=torch.long)
     offsets[1:] = torch.tensor(lengths).cumsum(0)
-    states = torch.empty((int(offsets[-1]), mpnet(backbone).config.hidden_size), dtype=store)
+    states = {m: torch.empty((int(offsets[-1]), mpnet(backbone).config.hidden_size), dtype=store) for m in depths}
     start = time.perf_counter()
     order = np.argsort(-np.asarray(lengths), kind="stable")  # longest first: little padding
     batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
     for rows in tqdm(batches, desc=f"cache {desc} (layers 0-{n})", disable=None):
         ids, mask = pad_batch([input_ids[r] for r in rows], pad_id)
+        ids, mask = ids.to(device), mask.to(device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            out = bottom_states(backbone, ids.to(device), mask.to(device), n)
-        out = out.to(store).cpu()
-        for b, r in enumerate(rows):
-            states[offsets[r]:offsets[r + 1]] = out[b, : lengths[r]]
+            hidden, done = mpnet(backbone).embeddings(input_ids=ids), 0
+            for m in depths:  # the same layers as bottom_states(..., m), met on the way up to n
+                hidden = run_layers(backbone, hidden, mask, done, m) if m > done else hidden
+                done = m
+                out = hidden.to(store).cpu()
+                for b, r in enumerate(rows):
+                    states[m][offsets[r]:offsets[r + 1]] = out[b, : lengths[r]]
     backbone.train(was_training)
     logger.info("prefix states of %s: %d rows in %.1f s", desc, len(input_ids), time.perf_counter() - start)
-    if path is not None:
+    for m, path in paths.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        save_file({"states": states, "offsets": offsets}, str(tmp))
+        save_file({"states": states[m], "offsets": offsets}, str(tmp))
         tmp.replace(path)
-    return PrefixStates(states, offsets, n), False
+    return PrefixStates(states[n], offsets, n), False
 
 
 def cache_prefix(model: nn.Module, data: dict, n: int | None, dtype: torch.dtype | None, cache_dir=None,
-                 batch_size: int = 64) -> bool | None:
+                 batch_size: int = 64, keep: tuple[int, ...] = ()) -> bool | None:
     """Attach to every split of ``data`` (``{task: TaskSplits}``) the cached output of the frozen
-    embeddings and first ``n`` layers, so that training and evaluation run only the layers above.
+    embeddings and first ``n`` layers, so that training and evaluation run only the layers above
+    (``keep``: shallower depths cached by the same pass, see ``prefix_states``).
 
     Returns:
         Whether every split was read from the cache (None when nothing is cached: ``n`` is None).
@@ -175,7 +186,7 @@ def cache_prefix(model: nn.Module, data: dict, n: int | None, dtype: torch.dtype
             features = getattr(splits, split)
             features.prefix, hit = prefix_states(model.encoder.backbone, features.input_ids,
                                                  model.tokenizer.pad_token_id, n, dtype, cache_dir, batch_size,
-                                                 desc=f"{task}-{split}")
+                                                 desc=f"{task}-{split}", keep=keep)
             hits.append(hit)
     return all(hits)
 
@@ -196,12 +207,15 @@ def prefix_layers(model: nn.Module, cfg: TrainConfig) -> int | None:
     return num_layers(model.encoder.backbone) - min(cfg.trainable_layers, num_layers(model.encoder.backbone))
 
 
-def trainable_now(model: nn.Module, cfg: TrainConfig, epoch: int) -> int | None:
-    """Top layers training in ``epoch`` (None: all, embeddings included); ``gradual`` adds one per epoch."""
+def trainable_now(model: nn.Module, cfg: TrainConfig, step: int = 0, total_steps: int = 1) -> int | None:
+    """Top layers training at ``step`` of ``total_steps`` (None: all, embeddings included). ``gradual``
+    splits the run into ``k + 1`` equal stages: the heads alone, then one more layer from the top each
+    stage, so every budget (one epoch too) ends with all ``k`` layers training.
+    """
     total = num_layers(model.encoder.backbone)
     k = total if cfg.trainable_layers is None else min(cfg.trainable_layers, total)
     if cfg.freeze == "gradual":
-        return min(epoch, k)
+        return min(k, step * (k + 1) // max(1, total_steps))
     return None if cfg.trainable_layers is None else k
 
 
@@ -232,9 +246,9 @@ def layer_lrs(model: nn.Module, cfg: TrainConfig) -> dict[int, float]:
     return {id(p): cfg.lr * cfg.layer_lr_decay ** (top - depth) for depth, group in enumerate(groups) for p in group}
 
 
-def apply_freezing(model: nn.Module, cfg: TrainConfig, epoch: int = 0) -> None:
-    """Set ``requires_grad`` of every parameter for ``cfg`` at the start of ``epoch``."""
-    k = trainable_now(model, cfg, epoch)
+def apply_freezing(model: nn.Module, cfg: TrainConfig, step: int = 0, total_steps: int = 1) -> None:
+    """Set ``requires_grad`` of every parameter for ``cfg`` at ``step`` of ``total_steps``."""
+    k = trainable_now(model, cfg, step, total_steps)
     model.encoder.requires_grad_(False)
     if cfg.freeze == "lora":
         for name, p in model.encoder.named_parameters():
@@ -248,5 +262,5 @@ def apply_freezing(model: nn.Module, cfg: TrainConfig, epoch: int = 0) -> None:
     for task, head in model.heads.items():
         head.requires_grad_(cfg.freeze != f"{task}_head")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    logger.info("freeze=%s, trainable_layers=%s, epoch %d: %s of %s parameters train", cfg.freeze,
-                cfg.trainable_layers, epoch, f"{trainable:,}", f"{sum(p.numel() for p in model.parameters()):,}")
+    logger.info("freeze=%s, trainable_layers=%s, step %d: %s of %s parameters train", cfg.freeze,
+                cfg.trainable_layers, step, f"{trainable:,}", f"{sum(p.numel() for p in model.parameters()):,}")

@@ -141,11 +141,15 @@ def score_task(model, features, preds: dict, loss: float) -> dict:
 
 
 def monitor_score(metrics: dict, monitor: str) -> float:
-    """The number early stopping watches (``TrainConfig.monitor``); higher is better."""
+    """The number early stopping watches (``TrainConfig.monitor``); higher is better.
+
+    ``mean_score`` averages the scores of the tasks present.
+    """
     if monitor == "val_loss":
         return -float(metrics["loss"])
     if monitor == "cls_accuracy":
         return float(metrics["cls"]["accuracy"])
     if monitor == "entity_f1":
         return float(metrics["ner"]["entity_f1"])
-    return float(metrics["cls"]["accuracy"] + metrics["ner"]["entity_f1"]) / 2
+    scores = [float(metrics[t][key]) for t, key in (("cls", "accuracy"), ("ner", "entity_f1")) if t in metrics]
+    return sum(scores) / len(scores)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from .encoder import pad_batch
 from .features import shape_ids
+from .freezing import mpnet, num_layers, run_layers
 from .metrics import constrained_decode, entity_spans, iob2_transitions
 from .model import MultiTaskSentenceTransformer
 
@@ -20,8 +21,11 @@ logger = logging.getLogger(__name__)
 
 CHUNK_TOKENS = 512
 """Most sub-tokens (padding included) in one forward pass: one text of ``max_seq_length`` (384), or
-many short ones. A long request releases the model between passes, so a short one waits for one
-pass (about a second for all-mpnet-base-v2 on two CPU cores), not for the whole request."""
+many short ones."""
+TURN_TOKEN_LAYERS = 1536
+"""Most work the model does in one turn, in sub-tokens x encoder layers: a pass over many tokens
+runs a few layers per turn and gives the model back in between, so a short request waits for one
+turn (a quarter of a 384-token pass of all-mpnet-base-v2), not for a whole pass or request."""
 
 
 def _is_punct(char: str) -> bool:
@@ -95,14 +99,17 @@ class Predictor:
         device: where to run.
         trained: False when the heads are untrained (predictions are then noise, and say so).
         chunk_tokens: most sub-tokens in one forward pass (``CHUNK_TOKENS``).
+        turn_token_layers: most sub-tokens x layers between two turns (``TURN_TOKEN_LAYERS``).
     """
 
     def __init__(self, model: MultiTaskSentenceTransformer, device: str | torch.device = "cpu",
-                 trained: bool = True, chunk_tokens: int = CHUNK_TOKENS):
+                 trained: bool = True, chunk_tokens: int = CHUNK_TOKENS,
+                 turn_token_layers: int = TURN_TOKEN_LAYERS):
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.trained = trained
         self.chunk_tokens = chunk_tokens
+        self.turn_token_layers = turn_token_layers
         self._turn = Turns()  # one forward pass at a time: torch threads are already busy
         # The fast tokenizer's truncation and padding are shared state, changed by a call that asks
         # for other settings. Every call here asks for none, so after this one threads can
@@ -119,11 +126,24 @@ class Predictor:
         """Most sub-tokens one text is read in (longer texts are truncated)."""
         return self.model.encoder.max_seq_length
 
-    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 shape_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        with torch.inference_mode():
-            return self.model(input_ids.to(self.device), attention_mask.to(self.device),
-                              shape_ids=shape_ids.to(self.device))
+    @torch.inference_mode()
+    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, shape_ids: torch.Tensor | None = None,
+                 tasks: tuple[str, ...] = ("cls", "ner")) -> dict[str, torch.Tensor]:
+        """The model's forward, taken in turns of at most ``turn_token_layers`` (the same result:
+        continuing from a layer's states is the backbone's own arithmetic, tests/test_prefix.py)."""
+        ids, mask = input_ids.to(self.device), attention_mask.to(self.device)
+        backbone, total = self.model.encoder.backbone, num_layers(self.model.encoder.backbone)
+        per_turn = max(1, self.turn_token_layers // ids.numel())  # encoder layers per turn
+        shapes = None if shape_ids is None else shape_ids.to(self.device)
+        hidden, done = None, 0
+        while True:
+            with self._turn():
+                if hidden is None:
+                    hidden = mpnet(backbone).embeddings(input_ids=ids)  # (B, T, H)
+                if total - done <= per_turn:  # the last layers and the heads
+                    return self.model(ids, mask, tasks, shape_ids=shapes, states=hidden, start_layer=done)
+                hidden = run_layers(backbone, hidden, mask, done, done + per_turn)
+            done += per_turn
 
     def predict(self, texts: Sequence[str]) -> list[dict]:
         """Topic, class probabilities, entities (character offsets) and tokens for each text.
@@ -150,8 +170,7 @@ class Predictor:
         for chunk in token_chunks([len(ids) for ids in input_ids], self.chunk_tokens):
             batch, mask = pad_batch([input_ids[i] for i in chunk], tok.pad_token_id)
             shape_batch, _ = pad_batch([shapes[i] for i in chunk], 0)
-            with self._turn():
-                out = self._forward(batch, mask, shape_batch)
+            out = self._forward(batch, mask, shape_batch)
             for row, i in enumerate(chunk):
                 cls_probs[i] = F.softmax(out["cls"][row].float(), dim=-1).cpu()
                 ner_probs[i] = F.softmax(out["ner"][row, : len(input_ids[i])].float(), dim=-1).cpu()
@@ -194,13 +213,13 @@ class Predictor:
 
     def embed(self, texts: Sequence[str], normalize: bool = True) -> list[list[float]]:
         """Sentence embeddings (the shared encoder's pooled output), in passes of ``chunk_tokens``."""
-        encoder = self.model.encoder
-        input_ids = encoder.tokenize(list(texts)).input_ids
+        input_ids = self.model.encoder.tokenize(list(texts)).input_ids
         out = [None] * len(input_ids)
         for chunk in token_chunks([len(ids) for ids in input_ids], self.chunk_tokens):
-            with self._turn():
-                embeddings = encoder.encode_ids([input_ids[i] for i in chunk], normalize=normalize,
-                                                show_progress_bar=False)
-            for i, embedding in zip(chunk, embeddings.tolist()):
+            batch, mask = pad_batch([input_ids[i] for i in chunk], self.model.tokenizer.pad_token_id)
+            embeddings = self._forward(batch, mask, tasks=())["sentence_embedding"].float()
+            if normalize:
+                embeddings = F.normalize(embeddings, p=2, dim=-1)
+            for i, embedding in zip(chunk, embeddings.cpu().tolist()):
                 out[i] = embedding
         return out

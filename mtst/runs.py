@@ -112,11 +112,12 @@ def plot_losses(steps: list[dict], epochs: list[dict], path, title: str = "") ->
             ax.plot([s["step"] for s in steps if f"train_{task}_loss" in s],
                     [s[f"train_{task}_loss"] for s in steps if f"train_{task}_loss" in s],
                     label="train", alpha=0.8)
-        if epochs:
+        if epochs and f"val_{task}_loss" in epochs[0]:
             ax.plot([e["step"] for e in epochs], [e[f"val_{task}_loss"] for e in epochs], "o-", label="validation")
         ax.set(title=name, xlabel="step", ylabel="cross-entropy")
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

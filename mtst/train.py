@@ -17,8 +17,17 @@ from .checkpoint import load_state, restore_training_state, save_model_atomic, s
 from .config import TrainConfig
 from .data import IGNORE_INDEX
 from .distributed import autocast_dtype, cpu_has_bf16, resolve_device  # noqa: F401 (cpu_has_bf16: bench/encode.py)
-from .features import BatchStream, TaskFeatures, TaskSampler, TaskSplits, bucket_batches, collate
-from .freezing import add_adapters, apply_freezing, cache_prefix, layer_lrs, prefix_layers
+from .features import (
+    BatchStream,
+    TaskFeatures,
+    TaskSampler,
+    TaskSplits,
+    bucket_batches,
+    collate,
+    model_inputs,
+    to_device,
+)
+from .freezing import add_adapters, apply_freezing, cache_prefix, layer_lrs, prefix_layers, trainable_now
 from .metrics import monitor_score, score_task
 from .model import MultiTaskSentenceTransformer
 
@@ -42,16 +51,6 @@ class History:
     steps_run: int = 0  # optimisation steps this call performed
     prefix_seconds: float = 0.0  # caching (or reading) the frozen prefix's states
     prefix_from_cache: bool | None = None  # read from an earlier run's cache (None: no prefix)
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    """Move the tensors of a batch (other entries, such as ``start_layer``, stay as they are)."""
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-def model_inputs(batch: dict) -> dict:
-    """The keyword arguments of the model's forward: everything in a batch but the labels."""
-    return {k: v for k, v in batch.items() if k != "labels"}
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -232,8 +231,8 @@ def fit(model: MultiTaskSentenceTransformer, data: dict[str, TaskSplits], cfg: T
             save_state_atomic(training_state(parts, streams, **progress), run_dir / LAST)
 
     pad_id = model.tokenizer.pad_token_id
+    depth = -1  # how many top layers train now (None: all); gradual unfreezing changes it as it goes
     for epoch in range(start_epoch, cfg.epochs):
-        apply_freezing(model, cfg, epoch)
         epoch_start, seen, running = time.perf_counter(), {t: 0 for t in data}, {t: [] for t in data}
         bar = tqdm(total=steps_per_epoch, initial=step - epoch * steps_per_epoch, desc=f"epoch {epoch + 1}",
                    disable=None if dist.is_main() else True)
@@ -243,6 +242,9 @@ def fit(model: MultiTaskSentenceTransformer, data: dict[str, TaskSplits], cfg: T
                 history.interrupted = True
                 bar.close()
                 return history
+            if (now := trainable_now(model, cfg, step, total)) != depth:
+                apply_freezing(model, cfg, step, total)
+                depth = now
             tasks = sampler.next()
             rows = {task: streams[task].next() for task in tasks}
             batches = {task: collate(data[task].train, rows[task], pad_id) for task in tasks}
@@ -268,18 +270,19 @@ def fit(model: MultiTaskSentenceTransformer, data: dict[str, TaskSplits], cfg: T
         val = evaluate(model, {t: d.val for t, d in data.items()}, cfg.eval_batch_size, cfg.precision)
         score = monitor_score(val, cfg.monitor)
         improved = history.best_score is None or score > history.best_score
+        cls, ner = val.get("cls", {}), val.get("ner", {})  # a single-task run scores one task
         record = {"epoch": epoch + 1, "step": step, "seconds": time.perf_counter() - epoch_start,
                   "train_examples": seen, "world_size": dist.world_size(), "val_loss": val["loss"],
                   **{f"val_{t}_loss": val[t]["loss"] for t in data},
-                  "val_cls_accuracy": val["cls"].get("accuracy"), "val_cls_macro_f1": val["cls"].get("macro_f1"),
-                  "val_entity_f1": val["ner"].get("entity_f1"), "val_token_accuracy": val["ner"].get("token_accuracy"),
+                  "val_cls_accuracy": cls.get("accuracy"), "val_cls_macro_f1": cls.get("macro_f1"),
+                  "val_entity_f1": ner.get("entity_f1"), "val_token_accuracy": ner.get("token_accuracy"),
                   "monitor": cfg.monitor, "score": score, "improved": improved}
         if weights.log_vars is not None:
             record["log_vars"] = {t: v.item() for t, v in weights.log_vars.items()}
         history.epochs.append(record)
         if recorder:
             recorder.log_epoch(record)
-        logger.info("epoch %d: val loss %.4f, cls acc %.4f, entity F1 %.4f%s", epoch + 1, val["loss"],
+        logger.info("epoch %d: val loss %.4f, cls acc %s, entity F1 %s%s", epoch + 1, val["loss"],
                     record["val_cls_accuracy"], record["val_entity_f1"], " (best)" if improved else "")
         if improved:
             history.best_epoch, history.best_score, bad_epochs = epoch + 1, score, 0

@@ -76,3 +76,15 @@ def test_cached_prefix_runs_in_eval_mode_and_restores_the_mode(model):
     b, _ = prefix_states(model.encoder.backbone, ids, model.tokenizer.pad_token_id, 2)
     assert torch.equal(a.states, b.states)  # no dropout
     assert model.encoder.backbone.training
+
+
+def test_depths_kept_on_the_way_up_are_what_a_run_at_that_depth_computes(model, tmp_path):
+    backbone, pad, ids = model.encoder.backbone, model.tokenizer.pad_token_id, _ids(model)
+    deep, hit = prefix_states(backbone, ids, pad, 2, None, tmp_path / "study", batch_size=2, keep=(0, 1))
+    assert not hit
+    for m in (0, 1):
+        kept, hit = prefix_states(backbone, ids, pad, m, None, tmp_path / "study", batch_size=2)
+        direct, _ = prefix_states(backbone, ids, pad, m, None, tmp_path / "direct", batch_size=2)
+        assert hit and torch.equal(kept.states, direct.states) and torch.equal(kept.offsets, direct.offsets)
+    assert torch.equal(deep.states, prefix_states(backbone, ids, pad, 2, None, tmp_path / "direct2",
+                                                  batch_size=2)[0].states)

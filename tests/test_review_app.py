@@ -159,6 +159,27 @@ def test_a_long_request_lets_a_short_one_through(predictor, monkeypatch):
     assert all(rows * width <= predictor.chunk_tokens for rows, width in passes)
 
 
+def test_a_long_pass_gives_the_model_back_between_layers(tiny_model_dir):
+    """A pass over many tokens takes several turns of a few layers each (the model is free for a
+    short request in between), and gives the same predictions and embeddings as one whole pass."""
+    model = MultiTaskSentenceTransformer.from_config(ModelConfig(model_name=str(tiny_model_dir)))
+    whole = Predictor(model, trained=False, turn_token_layers=10**9)
+    layered = Predictor(model, trained=False, turn_token_layers=100)
+    turns = []
+    real_turn = layered._turn
+    layered._turn = lambda: (turns.append(1), real_turn())[1]
+    texts = ["Acme Corp opened an office in London . " * 20, "Rain in Paris ."]
+    a, b = whole.predict(texts), layered.predict(texts)
+    layers = model.encoder.backbone.config.num_hidden_layers
+    assert len(turns) == layers + 1  # the long text: one layer a turn; the short one: one turn in all
+    for x, y in zip(a, b):
+        assert x["entities"] == y["entities"] and x["topic"] == y["topic"]
+        assert all(abs(x["probabilities"][k] - y["probabilities"][k]) < 1e-6 for k in x["probabilities"])
+    turns.clear()
+    assert torch.allclose(torch.tensor(whole.embed(texts)), torch.tensor(layered.embed(texts)), atol=1e-6)
+    assert len(turns) == layers + 1
+
+
 # --- the server process ----------------------------------------------------------------------------
 
 def test_sigterm_stops_the_server_cleanly(tiny_model_dir, tmp_path):

@@ -9,6 +9,7 @@ import torch
 from conftest import FIXTURE_DATA
 
 from mtst import distributed
+from mtst import train as train_module
 from mtst.checkpoint import load_state
 from mtst.config import DataConfig, ModelConfig, TrainConfig
 from mtst.distributed import autocast_dtype
@@ -119,8 +120,11 @@ def test_freezing_strategies_train_only_what_they_say(setup, tmp_path, freeze, l
     changed = {k for k in before if k in after and not torch.equal(before[k], after[k])}
     assert ("heads.ner.out.weight" in changed) == (freeze != "ner_head")
     assert ("heads.cls.1.weight" in changed) == (freeze != "cls_head")
-    if layers == 0 or freeze == "gradual":  # gradual trains only the heads in its first epoch
+    if layers == 0:
         assert not changed & encoder
+    elif freeze == "gradual":  # by the end of the one epoch every layer trains, never the embeddings
+        assert top - {k for k in top if "relative_attention_bias" in k} <= changed
+        assert not {k for k in changed & encoder if "embeddings" in k}
     elif layers == 1:
         assert changed & encoder == top - {k for k in top if "relative_attention_bias" in k}
     elif freeze == "lora":
@@ -257,3 +261,43 @@ def test_reuse_returns_a_finished_run_and_resumes_an_interrupted_one(tiny_model_
     finished = run_experiment(cfg, DATA, TRAIN, "u", reuse=True, **kwargs)  # another config: trains
     assert finished["resumed_at_step"] == 0 and "test" in finished
     assert run_experiment(cfg, DATA, TRAIN, "u", reuse=True, **kwargs) == finished  # finished: reused
+
+
+@pytest.mark.parametrize("task", ["cls", "ner"])
+def test_a_single_task_baseline_trains_and_scores_that_task_only(tiny_model_dir, tmp_path, task):
+    """``train.tasks=<one>``: the other head is never trained (bit for bit its initial weights) nor scored."""
+    from mtst.config import load_configs
+
+    _, _, cfg = load_configs(None, None, [f"train.tasks={task}"])
+    assert cfg.tasks == (task,)
+    model_cfg = ModelConfig(model_name=str(tiny_model_dir))
+    initial = build_model(model_cfg, seed=7).state_dict()
+    train = dataclasses.replace(TRAIN, epochs=1, tasks=(task,), seed=7, monitor="mean_score")
+    metrics = run_experiment(model_cfg, DATA, train, "single", runs_dir=tmp_path / "runs",
+                             cache_dir=tmp_path / "cache")
+    assert set(metrics["test"]) == {task} and metrics["val"][f"val_{task}_loss"] > 0
+    trained = MultiTaskSentenceTransformer.from_pretrained(tmp_path / "runs" / "single" / "best").state_dict()
+    untouched = "heads.ner." if task == "cls" else "heads.cls."
+    mine = "heads.cls." if task == "cls" else "heads.ner."
+    assert all(torch.equal(trained[k], initial[k]) for k in initial if k.startswith(untouched))
+    assert any(not torch.equal(trained[k], initial[k]) for k in initial if k.startswith(mine))
+    with pytest.raises(ValueError, match="tasks"):
+        TrainConfig(tasks=("cls", "pos"))
+
+
+def test_gradual_unfreezing_adds_one_layer_from_the_top_each_stage(setup, tmp_path, monkeypatch):
+    """k + 1 equal stages of the run: the heads alone, then the top layer, then the top two, ..."""
+    _, model, data = setup
+    seen = []  # (step, trainable layer indices) at every optimisation step
+    layers = model.encoder.backbone.encoder.layer
+    real_step = train_module.train_step
+
+    def spy(*args, **kwargs):
+        seen.append(tuple(i for i, layer in enumerate(layers) if layer.output.dense.weight.requires_grad))
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", spy)
+    fit(model, data, dataclasses.replace(TRAIN, epochs=1, freeze="gradual", trainable_layers=2), tmp_path)
+    n = len(seen)
+    expected = [() if s * 3 // n == 0 else ((1,) if s * 3 // n == 1 else (0, 1)) for s in range(n)]
+    assert n >= 6 and seen == expected, seen
