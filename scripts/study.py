@@ -22,21 +22,39 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 1
 PROFILE = "cpu"
-SEEDS = (42,)
 
-# name -> (what it shows, overrides on top of the cpu profile). Order: the rows the conclusions
-# rest on first.
+BASE = "top4"  # the strategy the sampling, weighting and single-task rows vary (see the writeup)
+KEY_SEEDS = (42, 43, 44)  # the rows the conclusions rest on get three seeds
+TOP4 = ["train.trainable_layers=4"]
+
+# name -> (what it shows, overrides on top of the cpu profile, seeds). Order: what the conclusions
+# rest on first; every row at seed 42 runs before any second seed.
 ROWS = {
-    "probe": ("encoder frozen, heads only (linear probe)", ["train.trainable_layers=0"]),
-    "top2": ("top 2 layers train", ["train.trainable_layers=2"]),
-    "top4": ("top 4 layers train", ["train.trainable_layers=4"]),
-    "top6": ("top 6 layers train", ["train.trainable_layers=6"]),
+    "probe": ("encoder frozen, heads only (linear probe)", ["train.trainable_layers=0"], KEY_SEEDS),
+    "top2": ("top 2 layers train", ["train.trainable_layers=2"], KEY_SEEDS),
+    "top4": ("top 4 layers train", TOP4, KEY_SEEDS),
+    "top6": ("top 6 layers train", ["train.trainable_layers=6"], KEY_SEEDS),
+    "ag-only": ("single task: AG News alone, top 4", [*TOP4, "train.tasks=cls"], KEY_SEEDS),
+    "ner-only": ("single task: CoNLL NER alone, top 4", [*TOP4, "train.tasks=ner"], KEY_SEEDS),
+    "lora": ("LoRA r=8 on the top 4 layers' attention (lr 5e-4, the usual LoRA rate)",
+             [*TOP4, "train.freeze=lora", "train.lr=5e-4"], (42,)),
+    "gradual": ("gradual unfreezing of the top 4, one layer per fifth of the run", [*TOP4, "train.freeze=gradual"],
+                (42,)),
+    "cls-head-frozen": ("topic head frozen, from the probe's trained heads, top 4",
+                        [*TOP4, "train.freeze=cls_head", "train.init_from={runs}/study-probe-s{seed}/best"], (42,)),
+    "ner-head-frozen": ("NER head frozen, from the probe's trained heads, top 4",
+                        [*TOP4, "train.freeze=ner_head", "train.init_from={runs}/study-probe-s{seed}/best"], (42,)),
+    "round-robin": ("round-robin task sampling, top 4", [*TOP4, "train.sampling=round_robin"], (42,)),
+    "temperature": ("temperature sampling (T=2), top 4", [*TOP4, "train.sampling=temperature"], (42,)),
+    "uncertainty": ("uncertainty loss weights (Kendall et al.), top 4", [*TOP4, "train.loss_weighting=uncertainty"],
+                    (42,)),
+    "full": ("full fine-tune (embeddings too), if the budget allows", ["train.trainable_layers=None"], (42,)),
 }
 
 
-def overrides(row: str, seed: int) -> list[str]:
-    """The ``--set`` arguments of one run."""
-    return [f"train.epochs={EPOCHS}", f"train.seed={seed}", *ROWS[row][1]]
+def overrides(row: str, seed: int, runs: Path = ROOT / "runs") -> list[str]:
+    """The ``--set`` arguments of one run (``runs``: where the checkpoints are, for ``init_from``)."""
+    return [f"train.epochs={EPOCHS}", f"train.seed={seed}", *(o.format(seed=seed, runs=runs) for o in ROWS[row][1])]
 
 
 def warm_cache(rows: list[str], profile: str, cache_dir: Path) -> None:
@@ -46,7 +64,7 @@ def warm_cache(rows: list[str], profile: str, cache_dir: Path) -> None:
     from mtst.freezing import cache_prefix, prefix_layers
     from mtst.train import autocast_dtype, resolve_device
 
-    configs = [load_configs(profile, None, overrides(row, SEEDS[0])) for row in rows]
+    configs = [load_configs(profile, None, [o for o in overrides(row, 42) if "init_from" not in o]) for row in rows]
     model_cfg, data_cfg, train_cfg = configs[0]  # the rows differ only in what trains
     model = build_model(model_cfg, train_cfg.seed)
     needed = sorted({n for *_, cfg in configs if (n := prefix_layers(model, cfg)) is not None})
@@ -61,29 +79,31 @@ def warm_cache(rows: list[str], profile: str, cache_dir: Path) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", nargs="*", choices=sorted(ROWS), help="these rows only")
-    p.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS))
+    p.add_argument("--seeds", nargs="*", type=int, help="only these seeds (default: each row's own)")
     p.add_argument("--cache-dir", default=str(ROOT / "cache"))
+    p.add_argument("--runs-dir", default=str(ROOT / "runs"), help="where the checkpoints go")
     p.add_argument("--profile", default=PROFILE, help="smoke: the tiny model on the tiny data (a check)")
-    p.add_argument("--out", default=str(ROOT / "results" / "study"), help="where the run records go")
+    p.add_argument("--out", default=str(ROOT / "results" / "runs" / "task3"), help="where the run records go")
     p.add_argument("--list", action="store_true", help="print the rows and exit")
     args = p.parse_args(argv)
     rows = args.only or list(ROWS)
     if args.list:
         for row in rows:
-            print(f"{row:10s} {ROWS[row][0]}: --set {' '.join(overrides(row, args.seeds[0]))}")
+            print(f"{row:16s} seeds {','.join(map(str, ROWS[row][2]))}: {ROWS[row][0]}\n"
+                  f"{'':16s} --set {' '.join(overrides(row, ROWS[row][2][0]))}")
         return
     warm_cache(rows, args.profile, Path(args.cache_dir))
-    for seed in args.seeds:
-        for row in rows:
-            name = f"study-{row}-s{seed}"
-            cmd = [sys.executable, "-m", "mtst", "train", "--profile", args.profile, "--name", name,
-                   "--record-dir", str(Path(args.out) / f"{row}-s{seed}"),
-                   "--cache-dir", args.cache_dir, "--reuse"]
-            for item in overrides(row, seed):
-                cmd += ["--set", item]
-            print("+", " ".join(cmd), flush=True)
-            subprocess.run(cmd, cwd=ROOT, check=True)
-
+    runs = [(seed, row) for seed in sorted({s for r in rows for s in ROWS[r][2]}) for row in rows
+            if seed in ROWS[row][2] and (not args.seeds or seed in args.seeds)]
+    for seed, row in runs:
+        name = f"study-{row}-s{seed}"
+        cmd = [sys.executable, "-m", "mtst", "train", "--profile", args.profile, "--name", name,
+               "--record-dir", str(Path(args.out) / f"{row}-s{seed}"), "--cache-dir", args.cache_dir,
+               "--runs-dir", args.runs_dir, "--reuse"]
+        for item in overrides(row, seed, Path(args.runs_dir)):
+            cmd += ["--set", item]
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, cwd=ROOT, check=True)
 
 if __name__ == "__main__":
     main()
