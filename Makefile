@@ -8,7 +8,7 @@ SEEDS   ?= 42 43 44
 SEED_PROFILE ?= cpu
 ARTIFACT ?= results/runs/cpu-s42/artifact
 
-.PHONY: setup model run test lint demo seeds export clean
+.PHONY: setup model run test lint demo seeds study export clean
 
 setup: .venv/.installed
 
@@ -38,6 +38,12 @@ seeds: model
 	    --record-dir results/runs/$(SEED_PROFILE)-s$$s \
 	    --set train.seed=$$s --reuse || exit 1; \
 	done
+	$(PY) -m mtst report
+
+# Task 3: every freezing strategy on one budget (scripts/study.py; about 3 CPU-hours on 2 AMX cores).
+# A finished row is kept and an interrupted one resumes, so it may span several sessions.
+study: model
+	$(PY) scripts/study.py
 	$(PY) -m mtst report
 
 # The shipped artifact's encoder as a plain sentence-transformers folder (runs/st-encoder).

@@ -12,9 +12,16 @@ so the study spans interruptions. Records go to ``results/study/<row>-s<seed>/``
     python scripts/study.py                 # every row, in the order below
     python scripts/study.py --only top2 top4
     python scripts/study.py --list
+    python scripts/study.py --report        # the table and plot from the finished records
+
+``--report`` writes ``summary.json`` and ``table.md`` beside the records and ``results/task3.png``
+(test score against trainable parameters and against wall time, one point per row); ``python -m
+mtst report`` puts the table into the writeup.
 """
 
 import argparse
+import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -22,21 +29,39 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 1
 PROFILE = "cpu"
-SEEDS = (42,)
 
-# name -> (what it shows, overrides on top of the cpu profile). Order: the rows the conclusions
-# rest on first.
+BASE = "top4"  # the strategy the sampling, weighting and single-task rows vary (see the writeup)
+KEY_SEEDS = (42, 43, 44)  # the rows the conclusions rest on get three seeds
+TOP4 = ["train.trainable_layers=4"]
+
+# name -> (what it shows, overrides on top of the cpu profile, seeds). Order: what the conclusions
+# rest on first; every row at seed 42 runs before any second seed.
 ROWS = {
-    "probe": ("encoder frozen, heads only (linear probe)", ["train.trainable_layers=0"]),
-    "top2": ("top 2 layers train", ["train.trainable_layers=2"]),
-    "top4": ("top 4 layers train", ["train.trainable_layers=4"]),
-    "top6": ("top 6 layers train", ["train.trainable_layers=6"]),
+    "probe": ("encoder frozen, heads only (linear probe)", ["train.trainable_layers=0"], KEY_SEEDS),
+    "top2": ("top 2 layers train", ["train.trainable_layers=2"], KEY_SEEDS),
+    "top4": ("top 4 layers train", TOP4, KEY_SEEDS),
+    "top6": ("top 6 layers train", ["train.trainable_layers=6"], KEY_SEEDS),
+    "ag-only": ("single task: AG News alone, top 4", [*TOP4, "train.tasks=cls"], KEY_SEEDS),
+    "ner-only": ("single task: CoNLL NER alone, top 4", [*TOP4, "train.tasks=ner"], KEY_SEEDS),
+    "lora": ("LoRA r=8 on the top 4 layers' attention (lr 5e-4, the usual LoRA rate)",
+             [*TOP4, "train.freeze=lora", "train.lr=5e-4"], (42,)),
+    "gradual": ("gradual unfreezing of the top 4, one layer per fifth of the run", [*TOP4, "train.freeze=gradual"],
+                (42,)),
+    "cls-head-frozen": ("topic head frozen, from the probe's trained heads, top 4",
+                        [*TOP4, "train.freeze=cls_head", "train.init_from={runs}/study-probe-s{seed}/best"], (42,)),
+    "ner-head-frozen": ("NER head frozen, from the probe's trained heads, top 4",
+                        [*TOP4, "train.freeze=ner_head", "train.init_from={runs}/study-probe-s{seed}/best"], (42,)),
+    "round-robin": ("round-robin task sampling, top 4", [*TOP4, "train.sampling=round_robin"], (42,)),
+    "temperature": ("temperature sampling (T=2), top 4", [*TOP4, "train.sampling=temperature"], (42,)),
+    "uncertainty": ("uncertainty loss weights (Kendall et al.), top 4", [*TOP4, "train.loss_weighting=uncertainty"],
+                    (42,)),
+    "full": ("full fine-tune (embeddings too), if the budget allows", ["train.trainable_layers=None"], (42,)),
 }
 
 
-def overrides(row: str, seed: int) -> list[str]:
-    """The ``--set`` arguments of one run."""
-    return [f"train.epochs={EPOCHS}", f"train.seed={seed}", *ROWS[row][1]]
+def overrides(row: str, seed: int, runs: Path = ROOT / "runs") -> list[str]:
+    """The ``--set`` arguments of one run (``runs``: where the checkpoints are, for ``init_from``)."""
+    return [f"train.epochs={EPOCHS}", f"train.seed={seed}", *(o.format(seed=seed, runs=runs) for o in ROWS[row][1])]
 
 
 def warm_cache(rows: list[str], profile: str, cache_dir: Path) -> None:
@@ -46,7 +71,7 @@ def warm_cache(rows: list[str], profile: str, cache_dir: Path) -> None:
     from mtst.experiment import build_model, build_task_data
     from mtst.freezing import cache_prefix, prefix_layers
 
-    configs = [load_configs(profile, None, overrides(row, SEEDS[0])) for row in rows]
+    configs = [load_configs(profile, None, [o for o in overrides(row, 42) if "init_from" not in o]) for row in rows]
     model_cfg, data_cfg, train_cfg = configs[0]  # the rows differ only in what trains
     model = build_model(model_cfg, train_cfg.seed)
     needed = sorted({n for *_, cfg in configs if (n := prefix_layers(model, cfg)) is not None})
@@ -58,32 +83,123 @@ def warm_cache(rows: list[str], profile: str, cache_dir: Path) -> None:
                  cache_dir / "prefix", train_cfg.eval_batch_size, keep=tuple(needed[:-1]))
 
 
+SCORES = {"ag_news_test_accuracy": ("cls", "accuracy"), "conll_test_entity_f1": ("ner", "entity_f1"),
+          "conll_test_coarse_token_accuracy": ("ner", "coarse_token_accuracy")}
+COSTS = ("trainable_parameters", "wall_seconds", "cpu_seconds")
+
+
+def summarize(out: Path) -> dict:
+    """Per row: the seeds finished, and mean / sample std of each test score and cost over them."""
+    rows = {}
+    for row, (what, _, seeds) in ROWS.items():
+        done = [s for s in seeds if (out / f"{row}-s{s}" / "metrics.json").is_file()]
+        records = [json.loads((out / f"{row}-s{s}" / "metrics.json").read_text()) for s in done]
+        if not records:
+            continue
+        values = {k: [r["test"].get(task, {}).get(key) for r in records] for k, (task, key) in SCORES.items()}
+        values |= {k: [r.get(k) for r in records] for k in COSTS}
+        rows[row] = {"what": what, "seeds": done, "planned_seeds": list(seeds),
+                     "machines": sorted({r["device_name"] for r in records}),
+                     **{k: {"mean": statistics.fmean(v) if None not in v else None,
+                            "std": statistics.stdev(v) if None not in v and len(v) > 1 else None,
+                            "values": v} for k, v in values.items()}}
+    return {"generated_by": "python scripts/study.py --report", "budget_epochs": EPOCHS, "profile": PROFILE,
+            "rows": rows, "not_run": [r for r in ROWS if r not in rows]}
+
+
+def _cell(stat: dict, scale: float = 100, digits: int = 2) -> str:
+    if stat["mean"] is None:
+        return "–"
+    text = f"{scale * stat['mean']:.{digits}f}"
+    return text if stat["std"] is None else f"{text} ± {scale * stat['std']:.{digits}f}"
+
+
+def table(summary: dict) -> str:
+    """The writeup's Task 3 table (markdown)."""
+    lines = ["| row | what trains | trainable params | seeds | AG test acc | CoNLL entity F1 | token acc (5 coarse) "
+             "| wall s | CPU s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row, r in summary["rows"].items():
+        lines.append(f"| {row} | {r['what']} | {r['trainable_parameters']['mean']:,.0f} "
+                     f"| {len(r['seeds'])} of {len(r['planned_seeds'])} | {_cell(r['ag_news_test_accuracy'])} "
+                     f"| {_cell(r['conll_test_entity_f1'])} | {_cell(r['conll_test_coarse_token_accuracy'])} "
+                     f"| {_cell(r['wall_seconds'], 1, 0)} | {_cell(r['cpu_seconds'], 1, 0)} |")
+    if summary["not_run"]:
+        lines.append(f"\nNot run yet: {', '.join(summary['not_run'])} (`make study` continues).")
+    return "\n".join(lines)
+
+
+def plot(summary: dict, path: Path) -> None:
+    """Test scores against trainable parameters and against wall time, one point per row and task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 7.5), sharex="col")
+    for i, (key, name) in enumerate((("ag_news_test_accuracy", "AG News test accuracy (%)"),
+                                     ("conll_test_entity_f1", "CoNLL test entity F1 (%)"))):
+        for j, (cost, label) in enumerate((("trainable_parameters", "trainable parameters"),
+                                           ("wall_seconds", "wall seconds (the whole run, this machine)"))):
+            ax = axes[i, j]
+            points = [(r[cost]["mean"], 100 * r[key]["mean"], row) for row, r in summary["rows"].items()
+                      if r[key]["mean"] is not None]
+            ax.scatter([x for x, _, _ in points], [y for _, y, _ in points], color=f"C{i}")
+            for x, y, row in points:
+                ax.annotate(row, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+            ax.set(xscale="log" if cost == "trainable_parameters" else "linear", ylabel=name if j == 0 else None,
+                   xlabel=label if i == 1 else None)
+            ax.grid(alpha=0.3)
+    budget = f"{summary['budget_epochs']} epoch, {summary['profile']} profile"
+    fig.suptitle(f"Task 3: every strategy on one budget ({budget})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def report(out: Path) -> dict:
+    """Write ``summary.json`` and ``table.md`` under ``out`` and ``results/task3.png``."""
+    summary = summarize(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "table.md").write_text(table(summary) + "\n")
+    if summary["rows"]:
+        (ROOT / "results").mkdir(exist_ok=True)
+        plot(summary, ROOT / "results" / "task3.png")
+    return summary
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", nargs="*", choices=sorted(ROWS), help="these rows only")
-    p.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS))
+    p.add_argument("--seeds", nargs="*", type=int, help="only these seeds (default: each row's own)")
     p.add_argument("--cache-dir", default=str(ROOT / "cache"))
+    p.add_argument("--runs-dir", default=str(ROOT / "runs"), help="where the checkpoints go")
     p.add_argument("--profile", default=PROFILE, help="smoke: the tiny model on the tiny data (a check)")
-    p.add_argument("--out", default=str(ROOT / "results" / "study"), help="where the run records go")
+    p.add_argument("--out", default=str(ROOT / "results" / "runs" / "task3"), help="where the run records go")
     p.add_argument("--list", action="store_true", help="print the rows and exit")
+    p.add_argument("--report", action="store_true", help="only the table and the plot, from the records")
     args = p.parse_args(argv)
     rows = args.only or list(ROWS)
     if args.list:
         for row in rows:
-            print(f"{row:10s} {ROWS[row][0]}: --set {' '.join(overrides(row, args.seeds[0]))}")
+            print(f"{row:16s} seeds {','.join(map(str, ROWS[row][2]))}: {ROWS[row][0]}\n"
+                  f"{'':16s} --set {' '.join(overrides(row, ROWS[row][2][0]))}")
+        return
+    if args.report:
+        print(table(report(Path(args.out))))
         return
     warm_cache(rows, args.profile, Path(args.cache_dir))
-    for seed in args.seeds:
-        for row in rows:
-            name = f"study-{row}-s{seed}"
-            cmd = [sys.executable, "-m", "mtst", "train", "--profile", args.profile, "--name", name,
-                   "--record-dir", str(Path(args.out) / f"{row}-s{seed}"),
-                   "--cache-dir", args.cache_dir, "--reuse"]
-            for item in overrides(row, seed):
-                cmd += ["--set", item]
-            print("+", " ".join(cmd), flush=True)
-            subprocess.run(cmd, cwd=ROOT, check=True)
-
+    runs = [(seed, row) for seed in sorted({s for r in rows for s in ROWS[r][2]}) for row in rows
+            if seed in ROWS[row][2] and (not args.seeds or seed in args.seeds)]
+    for seed, row in runs:
+        name = f"study-{row}-s{seed}"
+        cmd = [sys.executable, "-m", "mtst", "train", "--profile", args.profile, "--name", name,
+               "--record-dir", str(Path(args.out) / f"{row}-s{seed}"), "--cache-dir", args.cache_dir,
+               "--runs-dir", args.runs_dir, "--reuse"]
+        for item in overrides(row, seed, Path(args.runs_dir)):
+            cmd += ["--set", item]
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, cwd=ROOT, check=True)
 
 if __name__ == "__main__":
     main()
