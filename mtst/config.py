@@ -40,6 +40,9 @@ class ModelConfig:
     ner_shape_dim: int = 0
     """Width of the learned word-shape (casing) embedding joined to each token state before the NER
     classifier (0: the reference's plain linear head). The encoder lowercases; this gives case back."""
+    ner_crf: bool = False
+    """A linear-chain CRF over the words' NER labels (trained by its likelihood, decoded by Viterbi
+    with the learned transitions); False: per-word softmax, decoded under IOB2's constraints."""
     attention: str = "sdpa"
     """MPNet attention: ``sdpa`` (fused ``scaled_dot_product_attention``, bias and padding mask built
     once per forward; ``mtst.attention``) or ``eager`` (the stock Hugging Face code); same result."""
