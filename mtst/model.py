@@ -14,7 +14,7 @@ from .config import ModelConfig
 from .data import AG_NEWS_LABELS, CONLL_LABELS, IGNORE_INDEX, ner_labels
 from .encoder import POOLERS, SentenceTransformer
 from .features import SHAPES
-from .freezing import run_layers
+from .freezing import mpnet, run_layers
 from .metrics import iob2_transitions
 
 logger = logging.getLogger(__name__)
@@ -65,8 +65,11 @@ class NerHead(nn.Module):
     """
 
     def __init__(self, hidden: int, n_labels: int, dropout: float = 0.1, shape_dim: int = 0,
-                 labels: tuple[str, ...] | None = None, crf: bool = False):
+                 labels: tuple[str, ...] | None = None, crf: bool = False, mix: int = 0):
         super().__init__()
+        self.mix = mix if mix > 1 else 0  # the last `mix` layers' states, weighted (ELMo's scalar mix)
+        self.mix_weights = nn.Parameter(torch.zeros(mix)) if self.mix else None
+        self.mix_scale = nn.Parameter(torch.ones(())) if self.mix else None
         self.dropout = nn.Dropout(dropout)
         self.shape = nn.Embedding(len(SHAPES), shape_dim) if shape_dim else None
         self.out = nn.Linear(hidden + shape_dim, n_labels)
@@ -87,7 +90,11 @@ class NerHead(nn.Module):
         return crf_nll(words, tags, mask, self.transition_scores()) / mask.sum().clamp_min(1)
 
     def forward(self, states: torch.Tensor, shape_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Label logits ``(B, T, L)`` of every token state ``(B, T, H)``, joined with its word-shape embedding."""
+        """Label logits ``(B, T, L)`` of every token state ``(B, T, H)`` (or of a learned mix of a list
+        of the last layers' states), joined with its word-shape embedding."""
+        if self.mix:
+            weights = torch.softmax(self.mix_weights, 0)
+            states = self.mix_scale * sum(w * s for w, s in zip(weights, states))  # (B, T, H)
         x = self.dropout(states)
         if self.shape is not None:
             if shape_ids is None:
@@ -106,7 +113,7 @@ class MultiTaskSentenceTransformer(nn.Module):
 
     def __init__(self, encoder: SentenceTransformer, class_labels=AG_NEWS_LABELS,
                  ner_labels=CONLL_LABELS, head_dropout: float = 0.1, ner_shape_dim: int = 0,
-                 ner_crf: bool = False):
+                 ner_crf: bool = False, ner_layer_mix: int = 0):
         super().__init__()
         self.encoder = encoder
         self.class_labels = tuple(class_labels)
@@ -114,10 +121,12 @@ class MultiTaskSentenceTransformer(nn.Module):
         self.head_dropout = head_dropout
         self.ner_shape_dim = ner_shape_dim
         self.ner_crf = ner_crf
+        self.ner_layer_mix = ner_layer_mix
         hidden = encoder.hidden_size
         self.heads = nn.ModuleDict({
             "cls": nn.Sequential(nn.Dropout(head_dropout), nn.Linear(hidden, len(self.class_labels))),
-            "ner": NerHead(hidden, len(self.ner_labels), head_dropout, ner_shape_dim, self.ner_labels, ner_crf),
+            "ner": NerHead(hidden, len(self.ner_labels), head_dropout, ner_shape_dim, self.ner_labels, ner_crf,
+                           ner_layer_mix),
         })
 
     @classmethod
@@ -126,7 +135,7 @@ class MultiTaskSentenceTransformer(nn.Module):
         encoder = SentenceTransformer.from_pretrained(cfg.model_name, cfg.pooling, cfg.normalize,
                                                       cfg.max_seq_length, attention=cfg.attention)
         model = cls(encoder, AG_NEWS_LABELS, ner_labels(cfg.ner_scheme), cfg.head_dropout, cfg.ner_shape_dim,
-                    cfg.ner_crf)
+                    cfg.ner_crf, cfg.ner_layer_mix)
         return model.eval()
 
     @property
@@ -148,16 +157,23 @@ class MultiTaskSentenceTransformer(nn.Module):
             ``sentence_embedding`` (B, H), ``token_embeddings`` (B, T, H), and per task
             ``cls`` (B, n_classes) and/or ``ner`` (B, T, n_ner_labels).
         """
-        if states is None:
+        mix = self.heads["ner"].mix if "ner" in tasks else 0
+        if states is None and not mix:
             out = self.encoder(input_ids, attention_mask)
         else:
-            tokens = run_layers(self.encoder.backbone, states, attention_mask, start_layer)  # (B, T, H)
-            out = {"token_embeddings": tokens,
+            if states is None:  # the NER head mixes layers: run them one by one, keeping each output
+                states, start_layer = mpnet(self.encoder.backbone).embeddings(input_ids=input_ids), 0
+            layers = [states]
+            tokens = run_layers(self.encoder.backbone, states, attention_mask, start_layer, outputs=layers)
+            out = {"token_embeddings": tokens,  # (B, T, H)
                    "sentence_embedding": POOLERS[self.encoder.pooling](tokens, attention_mask)}
+            if mix and len(layers) < mix:
+                raise ValueError(f"the NER head mixes the last {mix} layers, but the cached prefix ends at layer "
+                                 f"{start_layer}: run at least {mix - 1} layers above it")
         if "cls" in tasks:
             out["cls"] = self.heads["cls"](out["sentence_embedding"])
         if "ner" in tasks:
-            out["ner"] = self.heads["ner"](out["token_embeddings"], shape_ids)
+            out["ner"] = self.heads["ner"](layers[-mix:] if mix else out["token_embeddings"], shape_ids)
         return out
 
     def loss(self, task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -177,6 +193,7 @@ class MultiTaskSentenceTransformer(nn.Module):
             "head_dropout": self.head_dropout,
             "ner_shape_dim": self.ner_shape_dim,
             "ner_crf": self.ner_crf,
+            "ner_layer_mix": self.ner_layer_mix,
             "class_labels": list(self.class_labels),
             "ner_labels": list(self.ner_labels),
         }
@@ -236,7 +253,7 @@ class MultiTaskSentenceTransformer(nn.Module):
                 for name, delta in load_file(str(path / DELTA_FILE)).items():
                     params[name].add_(delta.float())
         model = cls(encoder, cfg["class_labels"], cfg["ner_labels"], cfg["head_dropout"],
-                    cfg.get("ner_shape_dim", 0), cfg.get("ner_crf", False))
+                    cfg.get("ner_shape_dim", 0), cfg.get("ner_crf", False), cfg.get("ner_layer_mix", 0))
         heads = load_file(str(path / HEADS_FILE))
         if cfg.get("format_version", 1) == 1:  # the NER head was nn.Sequential(Dropout, Linear)
             heads = {k.replace("ner.1.", "ner.out."): v for k, v in heads.items()}

@@ -134,16 +134,18 @@ class Predictor:
         ids, mask = input_ids.to(self.device), attention_mask.to(self.device)
         backbone, total = self.model.encoder.backbone, num_layers(self.model.encoder.backbone)
         per_turn = max(1, self.turn_token_layers // ids.numel())  # encoder layers per turn
+        last = max(0, self.model.heads["ner"].mix - 1)  # the layers the NER head mixes run in the last turn
         shapes = None if shape_ids is None else shape_ids.to(self.device)
         hidden, done = None, 0
         while True:
             with self._turn():
                 if hidden is None:
                     hidden = mpnet(backbone).embeddings(input_ids=ids)  # (B, T, H)
-                if total - done <= per_turn:  # the last layers and the heads
+                if total - done <= max(per_turn, last):  # the last layers and the heads
                     return self.model(ids, mask, tasks, shape_ids=shapes, states=hidden, start_layer=done)
-                hidden = run_layers(backbone, hidden, mask, done, done + per_turn)
-            done += per_turn
+                step = min(per_turn, total - done - last)
+                hidden = run_layers(backbone, hidden, mask, done, done + step)
+            done += step
 
     def predict(self, texts: Sequence[str]) -> list[dict]:
         """Topic, class probabilities, entities (character offsets) and tokens for each text.

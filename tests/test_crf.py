@@ -6,6 +6,7 @@ import itertools
 import math
 
 import numpy as np
+import pytest
 import torch
 from conftest import FIXTURE_DATA
 
@@ -59,12 +60,13 @@ def test_without_transitions_decoding_is_the_constrained_softmax_one():
     assert constrained_decode(em, allowed, np.zeros((4, 3))) == constrained_decode(em, allowed)
 
 
-def test_a_crf_head_trains_saves_and_decodes_with_its_transitions(tiny_model_dir, tmp_path):
-    model = build_model(ModelConfig(model_name=str(tiny_model_dir), ner_crf=True), seed=0)
+def test_a_crf_head_with_a_layer_mix_trains_saves_and_decodes(tiny_model_dir, tmp_path):
+    model = build_model(ModelConfig(model_name=str(tiny_model_dir), ner_crf=True, ner_layer_mix=2), seed=0)
     data, _ = build_task_data(model, DataConfig(data_dir=str(FIXTURE_DATA), ag_train_fraction=None))
-    train = TrainConfig(epochs=1, batch_size=8, eval_batch_size=16, head_lr=3e-2, device="cpu")
-    fit(model, data, train, tmp_path)
+    train = TrainConfig(epochs=1, batch_size=8, eval_batch_size=16, head_lr=3e-2, device="cpu", trainable_layers=1)
+    fit(model, data, train, tmp_path)  # from the cached output of layer 1: the mix reads it and layer 2's
     assert model.heads["ner"].transitions.abs().sum() > 0  # the transitions learned
+    assert model.heads["ner"].mix_weights.abs().sum() > 0  # and so did the layer mix
     from mtst.model import MultiTaskSentenceTransformer
 
     again = MultiTaskSentenceTransformer.from_pretrained(tmp_path / "best")
@@ -73,3 +75,39 @@ def test_a_crf_head_trains_saves_and_decodes_with_its_transitions(tiny_model_dir
     assert scores["decoding"] == "crf-viterbi" and math.isfinite(scores["loss"])
     plain = dataclasses.replace(ModelConfig(model_name=str(tiny_model_dir)))
     assert evaluate(build_model(plain, seed=0), {"ner": data["ner"].val})["ner"]["decoding"] == "iob2-constrained"
+
+
+# --- the NER head's learned mix of the last layers ---------------------------------------------------
+
+def test_layer_mix_is_the_weighted_sum_of_the_last_layers_states_on_every_path(tiny_model_dir, tmp_path):
+    from mtst.encoder import pad_batch
+    from mtst.freezing import bottom_states, prefix_layers
+    from mtst.model import MultiTaskSentenceTransformer
+    from mtst.predict import Predictor
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(model_name=str(tiny_model_dir), ner_layer_mix=2), seed=0).eval()
+    head = model.heads["ner"]
+    with torch.no_grad():
+        head.mix_weights.copy_(torch.tensor([0.3, -0.4]))
+        head.mix_scale.fill_(1.7)
+    ids, mask = pad_batch(model.encoder.tokenize(["Acme Corp opened in London .", "Rain"]).input_ids, 1)
+    with torch.no_grad():
+        hidden = model.encoder.backbone(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        w = torch.softmax(torch.tensor([0.3, -0.4]), 0)
+        expected = head.out(1.7 * (w[0] * hidden[-2] + w[1] * hidden[-1]))  # eval: no dropout
+        full = model(ids, mask)["ner"]
+        cached = model(ids, mask, states=bottom_states(model.encoder.backbone, ids, mask, 1), start_layer=1)["ner"]
+    assert torch.allclose(full, expected, atol=1e-5) and torch.allclose(cached, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="ner_layer_mix"):  # a prefix past the mixed layers
+        prefix_layers(model, TrainConfig(trainable_layers=0))
+    assert prefix_layers(model, TrainConfig(trainable_layers=1)) == 1
+    # the demo's layer-by-layer turns keep every mixed layer (3: the embeddings and both layers) in the last one
+    three = build_model(ModelConfig(model_name=str(tiny_model_dir), ner_layer_mix=3), seed=0)
+    whole = Predictor(three, trained=False, turn_token_layers=10**9).predict(["Acme Corp opened in London ."])
+    layered = Predictor(three, trained=False, turn_token_layers=1).predict(["Acme Corp opened in London ."])
+    assert whole[0]["entities"] == layered[0]["entities"]
+    assert all(abs(whole[0]["probabilities"][k] - p) < 1e-6 for k, p in layered[0]["probabilities"].items())
+    model.save_pretrained(tmp_path / "saved")
+    again = MultiTaskSentenceTransformer.from_pretrained(tmp_path / "saved")
+    assert again.ner_layer_mix == 2 and torch.equal(again.heads["ner"].mix_weights, head.mix_weights)
