@@ -40,6 +40,13 @@ class ModelConfig:
     ner_shape_dim: int = 0
     """Width of the learned word-shape (casing) embedding joined to each token state before the NER
     classifier (0: the reference's plain linear head). The encoder lowercases; this gives case back."""
+    ner_crf: bool = False
+    """A linear-chain CRF over the words' NER labels (trained by its likelihood, decoded by Viterbi
+    with the learned transitions); False: per-word softmax, decoded under IOB2's constraints."""
+    ner_layer_mix: int = 0
+    """The NER head reads a learned softmax-weighted mix of the last this many layers' token states
+    (ELMo's scalar mix); 0 or 1: the last layer only. Needs at least this many minus one layers to
+    run above a cached prefix."""
     attention: str = "sdpa"
     """MPNet attention: ``sdpa`` (fused ``scaled_dot_product_attention``, bias and padding mask built
     once per forward; ``mtst.attention``) or ``eager`` (the stock Hugging Face code); same result."""
@@ -51,6 +58,8 @@ class ModelConfig:
             raise ValueError(f"ner_scheme must be iob2 or coarse, got {self.ner_scheme!r}")
         if self.max_seq_length < 2:
             raise ValueError(f"max_seq_length must be >= 2, got {self.max_seq_length}")
+        if self.ner_layer_mix < 0:
+            raise ValueError(f"ner_layer_mix must be >= 0, got {self.ner_layer_mix}")
         if self.attention not in ("sdpa", "eager"):
             raise ValueError(f"attention must be sdpa or eager, got {self.attention!r}")
 

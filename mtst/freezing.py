@@ -57,9 +57,10 @@ def bottom_parameters(backbone: nn.Module, n: int) -> list[nn.Parameter]:
 
 
 def run_layers(backbone: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor,
-               start: int, stop: int | None = None) -> torch.Tensor:
+               start: int, stop: int | None = None, outputs: list | None = None) -> torch.Tensor:
     """Continue the backbone from ``hidden`` (B, T, H), the output of its first ``start`` layers,
-    through layers ``start:stop``; same arithmetic as the backbone's own forward.
+    through layers ``start:stop``; same arithmetic as the backbone's own forward. Each layer's output
+    is also appended to ``outputs`` when it is given.
     """
     model = mpnet(backbone)
     encoder = model.encoder
@@ -69,10 +70,14 @@ def run_layers(backbone: nn.Module, hidden: torch.Tensor, attention_mask: torch.
         mask = combined_mask(encoder, hidden, mask)
         for layer in layers:
             hidden = layer(hidden, attention_mask=None, position_bias=mask)[0]
+            if outputs is not None:
+                outputs.append(hidden)
     else:
         bias = encoder.compute_position_bias(hidden)
         for layer in layers:
             hidden = layer(hidden, mask, bias)[0]
+            if outputs is not None:
+                outputs.append(hidden)
     return hidden
 
 
@@ -204,7 +209,12 @@ def prefix_layers(model: nn.Module, cfg: TrainConfig) -> int | None:
     """
     if cfg.trainable_layers is None:
         return None
-    return num_layers(model.encoder.backbone) - min(cfg.trainable_layers, num_layers(model.encoder.backbone))
+    total, mix = num_layers(model.encoder.backbone), model.heads["ner"].mix
+    n = total - min(cfg.trainable_layers, total)
+    if mix > 1 and n > total - mix + 1:
+        raise ValueError(f"the NER head mixes the last {mix} layers' states (model.ner_layer_mix), so at least "
+                         f"{mix - 1} layers must run above the cached prefix: train.trainable_layers >= {mix - 1}")
+    return n
 
 
 def trainable_now(model: nn.Module, cfg: TrainConfig, step: int = 0, total_steps: int = 1) -> int | None:

@@ -36,16 +36,17 @@ def iob2_transitions(labels) -> np.ndarray:
     return allowed
 
 
-def constrained_decode(logprobs: np.ndarray, allowed: np.ndarray) -> list[int]:
+def constrained_decode(logprobs: np.ndarray, allowed: np.ndarray, transitions: np.ndarray | None = None) -> list[int]:
     """The most probable label sequence whose every bigram is allowed (Viterbi).
 
     Args:
-        logprobs: ``(n, L)`` per-word label log-probabilities.
+        logprobs: ``(n, L)`` per-word label log-probabilities (or a CRF's emission scores).
         allowed: ``iob2_transitions(labels)``.
+        transitions: ``(L + 1, L)`` learned transition scores of a CRF, laid out as ``allowed``.
     """
     if len(logprobs) == 0:
         return []
-    penalty = np.where(allowed, 0.0, -np.inf)  # (L + 1, L)
+    penalty = np.where(allowed, 0.0, -np.inf) + (0.0 if transitions is None else transitions)  # (L + 1, L)
     score = logprobs[0] + penalty[-1]
     back = []
     for row in logprobs[1:]:
@@ -125,16 +126,17 @@ def score_task(model, features, preds: dict, loss: float) -> dict:
                                              len(model.class_labels)))
     else:  # IOB2-constrained decoding (no I-X without a B-X or I-X before it); plain argmax beside it
         labels = model.ner_labels
-        allowed = iob2_transitions(labels)
+        allowed, crf = iob2_transitions(labels), model.heads["ner"].transition_scores()
+        crf = None if crf is None else crf.detach().float().cpu().numpy()
         gold = [[labels[i] for i in features.word_labels[r]] for r in order]
 
         def tags(ids, n):  # words cut off by truncation count as O
             return [labels[i] for i in ids] + ["O"] * (n - len(ids))
 
         argmax = ner_metrics(gold, [tags(preds[r].argmax(-1), len(g)) for g, r in zip(gold, order)])
-        result.update(ner_metrics(gold, [tags(constrained_decode(preds[r], allowed), len(g))
+        result.update(ner_metrics(gold, [tags(constrained_decode(preds[r], allowed, crf), len(g))
                                           for g, r in zip(gold, order)]))
-        result["decoding"] = "iob2-constrained"
+        result["decoding"] = "iob2-constrained" if crf is None else "crf-viterbi"
         result["argmax"] = {k: argmax[k] for k in ("entity_f1", "strict_entity_f1", "token_accuracy",
                                                    "coarse_token_accuracy")}
     return result

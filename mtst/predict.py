@@ -134,16 +134,18 @@ class Predictor:
         ids, mask = input_ids.to(self.device), attention_mask.to(self.device)
         backbone, total = self.model.encoder.backbone, num_layers(self.model.encoder.backbone)
         per_turn = max(1, self.turn_token_layers // ids.numel())  # encoder layers per turn
+        last = max(0, self.model.heads["ner"].mix - 1)  # the layers the NER head mixes run in the last turn
         shapes = None if shape_ids is None else shape_ids.to(self.device)
         hidden, done = None, 0
         while True:
             with self._turn():
                 if hidden is None:
                     hidden = mpnet(backbone).embeddings(input_ids=ids)  # (B, T, H)
-                if total - done <= per_turn:  # the last layers and the heads
+                if total - done <= max(per_turn, last):  # the last layers and the heads
                     return self.model(ids, mask, tasks, shape_ids=shapes, states=hidden, start_layer=done)
-                hidden = run_layers(backbone, hidden, mask, done, done + per_turn)
-            done += per_turn
+                step = min(per_turn, total - done - last)
+                hidden = run_layers(backbone, hidden, mask, done, done + step)
+            done += step
 
     def predict(self, texts: Sequence[str]) -> list[dict]:
         """Topic, class probabilities, entities (character offsets) and tokens for each text.
@@ -202,7 +204,9 @@ class Predictor:
         # The same IOB2-constrained decoding as evaluation: no I-X without a B-X or I-X before it.
         logprobs = torch.stack([probs[first[w]] for w in read]).clamp_min(1e-12).log().numpy() if read else \
             np.zeros((0, len(labels)))
-        tags = [labels[i] for i in constrained_decode(logprobs, iob2_transitions(labels))]
+        crf = self.model.heads["ner"].transition_scores()  # a CRF's learned transitions, if it has one
+        crf = None if crf is None else crf.detach().float().cpu().numpy()
+        tags = [labels[i] for i in constrained_decode(logprobs, iob2_transitions(labels), crf)]
         entities = []
         for etype, a, b in entity_spans(tags):
             start, end = words[read[a]][0], words[read[b]][1]

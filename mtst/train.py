@@ -53,11 +53,6 @@ class History:
     prefix_from_cache: bool | None = None  # read from an earlier run's cache (None: no prefix)
 
 
-def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy for either head: (B, C) vs (B,), or (B, T, L) vs (B, T) ignoring -100."""
-    return F.cross_entropy(logits.float().flatten(0, -2), labels.flatten(), ignore_index=IGNORE_INDEX)
-
-
 class LossWeights(nn.Module):
     """How the task losses add up: static weights, or learned uncertainty weighting.
 
@@ -93,7 +88,7 @@ def train_step(model: nn.Module, batches: dict[str, dict], weights: LossWeights,
         with dist.no_sync(model, last=i == len(batches) - 1):
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 logits = model(**model_inputs(batch), tasks=(task,))[task]
-            loss = task_loss(logits, batch["labels"])
+            loss = getattr(model, "module", model).loss(task, logits, batch["labels"])  # DDP wraps the model
             scaler.scale(weights.term(task, loss)).backward()
         losses[task] = loss.item()
     if grad_clip:
@@ -157,7 +152,7 @@ def evaluate(model: MultiTaskSentenceTransformer, data: dict[str, TaskFeatures],
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 logits = model(**model_inputs(batch), tasks=(task,))[task]
             n = len(rows) if task == "cls" else int((batch["labels"] != IGNORE_INDEX).sum())
-            loss_sum += task_loss(logits, batch["labels"]).item() * n
+            loss_sum += model.loss(task, logits, batch["labels"]).item() * n
             count += n
             if task == "cls":
                 preds.update(zip(rows, logits.argmax(-1).tolist()))
