@@ -45,6 +45,8 @@ seeds: model
 study: model
 	$(PY) scripts/study.py
 	$(PY) -m mtst report
+	$(PY) scripts/study.py --report
+	$(PY) -m mtst report
 
 # The shipped artifact's encoder as a plain sentence-transformers folder (runs/st-encoder).
 export: model

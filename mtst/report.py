@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from .config import AG_NEWS_OFFICIAL_TRAIN_ROWS
-from .runs import METRICS, SCORES, group_stats, load_runs, mean_std, summarize
+from .runs import METRICS, SCORES, group_stats, load_runs, mean_std, read_json, summarize
 
 
 def _pct(x) -> str:
@@ -211,23 +211,33 @@ def per_type_table(summary: dict, runs: dict) -> str:
     return "\n".join(lines)
 
 
-def task3_table(summary: dict) -> str:
-    """Only runs whose metrics say ``study: "task3"``: every strategy under one budget."""
+def task3_table(summary: dict, results: Path) -> str:
+    """The study's runs (``results/runs/task3``, ``scripts/study.py``): every strategy on one budget, in
+    the order of the study's plan, with what each row changes, its cost and its test scores."""
     study = {n: r for n, r in summary["runs"].items() if r["study"] == "task3"}
     if not study:
         return "_Task 3 study: not run yet with the new loop._"
+    plan = read_json(results / "runs" / "task3" / "plan.json") or {}
     members = {}
     for name, r in study.items():
         members.setdefault(r["group"] or name, []).append(name)
+    order = {f"task3/{row}": i for i, row in enumerate(plan)}
     lines = ["| strategy run | freeze | trainable layers | seeds | AG test acc | CoNLL entity F1 "
-             "| token acc (5 coarse) | wall s |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for label, names in sorted(members.items()):
+             "| token acc (5 coarse) | wall s | CPU s | trainable params | what it changes |", "| --- " * 11 + "|"]
+    for label, names in sorted(members.items(), key=lambda item: (order.get(item[0], len(order)), item[0])):
         first = study[names[0]]
         g = group_stats(names, study, [])
         layers = "all" if first["trainable_layers"] is None else first["trainable_layers"]
+        cpu = mean_std([study[n]["cpu_seconds"] for n in names])[0]
+        params = "–" if first["trainable_parameters"] is None else f"{first['trainable_parameters']:,}"
         lines.append(f"| {label} | {first['freeze']} | {layers} | {g['n']} | {_pm(g, 'ag_news_test_accuracy')} "
                      f"| {_pm(g, 'conll_test_entity_f1')} | {_pm(g, 'conll_test_coarse_token_accuracy')} "
-                     f"| {_pm(g, 'wall_seconds')} |")
+                     f"| {_pm(g, 'wall_seconds')} | {'–' if cpu is None else f'{cpu:.0f}'} | {params} "
+                     f"| {plan.get(label.removeprefix('task3/'), {}).get('what', '')} |")
+    if missing := [row for row in plan if f"task3/{row}" not in members]:
+        lines.append(f"\nNot run yet: {', '.join(missing)} (`make study` goes on where it stopped).")
+    if (results / "task3.png").is_file():
+        lines.append("\n![Task 3: test scores against trainable parameters and wall time](results/task3.png)")
     return "\n".join(lines)
 
 
@@ -282,7 +292,7 @@ def write_report(root=".") -> dict:
             f"\n\nNot reported: {', '.join(legacy)} (records of the previous training loop)." if legacy else ""),
         "PER_TYPE_TABLE": per_type_table(summary, runs),
         "ANCHORS_TABLE": anchors_table(summary, anchors),
-        "TASK3_TABLE": task3_table(summary),
+        "TASK3_TABLE": task3_table(summary, results),
         "BENCH_TABLE": bench_table(results),
         "GPU_NOTE": summary.get("gpu_runs", "GPU runs are included above"),
     }

@@ -164,7 +164,8 @@ METRICS = {
 SCORES = [k for k in METRICS if k != "wall_seconds"]
 
 
-def _read(path: Path):
+def read_json(path: Path):
+    """The JSON file at ``path``, or None when there is none."""
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -187,8 +188,8 @@ def load_runs(results: Path) -> dict[str, dict]:
     for env in sorted(root.rglob("environment.json")):  # the recorder writes it first, artifacts never
         folder = env.parent
         runs[folder.relative_to(root).as_posix()] = {
-            "dir": folder, "metrics": _read(folder / "metrics.json"), "config": _read(folder / "config.json") or {},
-            "environment": _read(env)}
+            "dir": folder, "metrics": read_json(folder / "metrics.json"),
+            "config": read_json(folder / "config.json") or {}, "environment": read_json(env)}
     return runs
 
 
@@ -208,7 +209,7 @@ def run_row(name: str, run: dict) -> dict:
     m, config, env = run["metrics"], run["config"], run["environment"] or {}
     group, seed = seed_group(name, config)
     return {key: _get(m, path) for key, (_, path) in METRICS.items()} | {
-        "group": group, "seed": seed, "study": m.get("study"),
+        "group": group, "seed": seed, "study": "task3" if name.startswith("task3/") else m.get("study"),
         # written by the previous loop (before precision, prefix caching and coarse accuracy were recorded)
         "legacy": "precision" not in m,
         "ag_news_val_accuracy": m["val"]["val_cls_accuracy"], "conll_val_entity_f1": m["val"]["val_entity_f1"],
@@ -221,7 +222,8 @@ def run_row(name: str, run: dict) -> dict:
         "resumed_at_step": m.get("resumed_at_step"), "prefix_seconds": m.get("prefix_seconds"),
         # Older records lack the flag: a prefix "built" in under a minute was read from a cache.
         "prefix_from_cache": m.get("prefix_from_cache", (m.get("prefix_seconds") or 0) < 60),
-        "train_seconds": m.get("train_seconds"),
+        "train_seconds": m.get("train_seconds"), "cpu_seconds": m.get("cpu_seconds"),
+        "trainable_parameters": m.get("trainable_parameters"),
         "train_rows": m["train_rows"], "val_rows": m["val_rows"], "test_rows": m["test_rows"],
         "ag_news_train_file": m["sources"]["ag_news_train"]["file"].split("/")[-1],
     }

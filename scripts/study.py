@@ -12,16 +12,16 @@ so the study spans interruptions. Records go to ``results/study/<row>-s<seed>/``
     python scripts/study.py                 # every row, in the order below
     python scripts/study.py --only top2 top4
     python scripts/study.py --list
-    python scripts/study.py --report        # the table and plot from the finished records
+    python scripts/study.py --report        # results/task3.png, after python -m mtst report
 
-``--report`` writes ``summary.json`` and ``table.md`` beside the records and ``results/task3.png``
-(test score against trainable parameters and against wall time, one point per row); ``python -m
-mtst report`` puts the table into the writeup.
+The study writes ``plan.json`` (its rows, in order) beside the records; ``python -m mtst report`` makes
+the writeup's Task 3 table from the records and that plan, and ``--report`` draws ``results/task3.png``
+(test scores against trainable parameters and against wall time, one point per row) from
+``results/summary.json``.
 """
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +55,11 @@ ROWS = {
     "temperature": ("temperature sampling (T=2), top 4", [*TOP4, "train.sampling=temperature"], (42,)),
     "uncertainty": ("uncertainty loss weights (Kendall et al.), top 4", [*TOP4, "train.loss_weighting=uncertainty"],
                     (42,)),
+    "no-casing": ("NER head ablation: no word-shape (casing) features, top 4", [*TOP4, "model.ner_shape_dim=0"],
+                  (42,)),
+    "crf": ("NER head ablation: a CRF over the word labels, top 4", [*TOP4, "model.ner_crf=true"], (42,)),
+    "layer-mix": ("NER head ablation: a learned mix of the last 4 layers, top 4", [*TOP4, "model.ner_layer_mix=4"],
+                  (42,)),
     "full": ("full fine-tune (embeddings too), if the budget allows", ["train.trainable_layers=None"], (42,)),
 }
 
@@ -83,89 +88,46 @@ def warm_cache(rows: list[str], profile: str, cache_dir: Path) -> None:
                  cache_dir / "prefix", train_cfg.eval_batch_size, keep=tuple(needed[:-1]))
 
 
-SCORES = {"ag_news_test_accuracy": ("cls", "accuracy"), "conll_test_entity_f1": ("ner", "entity_f1"),
-          "conll_test_coarse_token_accuracy": ("ner", "coarse_token_accuracy")}
-COSTS = ("trainable_parameters", "wall_seconds", "cpu_seconds")
+def write_plan(out: Path) -> None:
+    """``plan.json`` beside the records: every row, what it changes and its seeds (the writeup's order)."""
+    out.mkdir(parents=True, exist_ok=True)
+    plan = {row: {"what": what, "overrides": list(sets), "seeds": list(seeds), "epochs": EPOCHS, "profile": PROFILE}
+            for row, (what, sets, seeds) in ROWS.items()}
+    (out / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
 
 
-def summarize(out: Path) -> dict:
-    """Per row: the seeds finished, and mean / sample std of each test score and cost over them."""
-    rows = {}
-    for row, (what, _, seeds) in ROWS.items():
-        done = [s for s in seeds if (out / f"{row}-s{s}" / "metrics.json").is_file()]
-        records = [json.loads((out / f"{row}-s{s}" / "metrics.json").read_text()) for s in done]
-        if not records:
-            continue
-        values = {k: [r["test"].get(task, {}).get(key) for r in records] for k, (task, key) in SCORES.items()}
-        values |= {k: [r.get(k) for r in records] for k in COSTS}
-        rows[row] = {"what": what, "seeds": done, "planned_seeds": list(seeds),
-                     "machines": sorted({r["device_name"] for r in records}),
-                     **{k: {"mean": statistics.fmean(v) if None not in v else None,
-                            "std": statistics.stdev(v) if None not in v and len(v) > 1 else None,
-                            "values": v} for k, v in values.items()}}
-    return {"generated_by": "python scripts/study.py --report", "budget_epochs": EPOCHS, "profile": PROFILE,
-            "rows": rows, "not_run": [r for r in ROWS if r not in rows]}
-
-
-def _cell(stat: dict, scale: float = 100, digits: int = 2) -> str:
-    if stat["mean"] is None:
-        return "–"
-    text = f"{scale * stat['mean']:.{digits}f}"
-    return text if stat["std"] is None else f"{text} ± {scale * stat['std']:.{digits}f}"
-
-
-def table(summary: dict) -> str:
-    """The writeup's Task 3 table (markdown)."""
-    lines = ["| row | what trains | trainable params | seeds | AG test acc | CoNLL entity F1 | token acc (5 coarse) "
-             "| wall s | CPU s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for row, r in summary["rows"].items():
-        lines.append(f"| {row} | {r['what']} | {r['trainable_parameters']['mean']:,.0f} "
-                     f"| {len(r['seeds'])} of {len(r['planned_seeds'])} | {_cell(r['ag_news_test_accuracy'])} "
-                     f"| {_cell(r['conll_test_entity_f1'])} | {_cell(r['conll_test_coarse_token_accuracy'])} "
-                     f"| {_cell(r['wall_seconds'], 1, 0)} | {_cell(r['cpu_seconds'], 1, 0)} |")
-    if summary["not_run"]:
-        lines.append(f"\nNot run yet: {', '.join(summary['not_run'])} (`make study` continues).")
-    return "\n".join(lines)
-
-
-def plot(summary: dict, path: Path) -> None:
-    """Test scores against trainable parameters and against wall time, one point per row and task."""
+def plot(summary_file: Path, path: Path) -> bool:
+    """Test scores against trainable parameters and against wall time, one point per finished row
+    (its mean over seeds), from ``results/summary.json`` (``python -m mtst report``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    summary = json.loads(summary_file.read_text())
+    rows = {g.removeprefix("task3/"): (g, stats) for g, stats in summary["groups"].items() if g.startswith("task3/")}
+    if not rows:
+        return False
+    params = {row: summary["runs"][stats["runs"][0]]["trainable_parameters"] for row, (_, stats) in rows.items()}
     fig, axes = plt.subplots(2, 2, figsize=(12, 7.5), sharex="col")
     for i, (key, name) in enumerate((("ag_news_test_accuracy", "AG News test accuracy (%)"),
                                      ("conll_test_entity_f1", "CoNLL test entity F1 (%)"))):
-        for j, (cost, label) in enumerate((("trainable_parameters", "trainable parameters"),
-                                           ("wall_seconds", "wall seconds (the whole run, this machine)"))):
+        for j, label in enumerate(("trainable parameters", "wall seconds (the whole run, this machine)")):
             ax = axes[i, j]
-            points = [(r[cost]["mean"], 100 * r[key]["mean"], row) for row, r in summary["rows"].items()
-                      if r[key]["mean"] is not None]
+            points = [(params[row] if j == 0 else stats["mean"]["wall_seconds"], 100 * stats["mean"][key], row)
+                      for row, (_, stats) in rows.items() if stats["mean"][key] is not None]
+            points = [p for p in points if p[0] is not None]
             ax.scatter([x for x, _, _ in points], [y for _, y, _ in points], color=f"C{i}")
             for x, y, row in points:
                 ax.annotate(row, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
-            ax.set(xscale="log" if cost == "trainable_parameters" else "linear", ylabel=name if j == 0 else None,
+            ax.set(xscale="symlog" if j == 0 else "linear", ylabel=name if j == 0 else None,
                    xlabel=label if i == 1 else None)
             ax.grid(alpha=0.3)
-    budget = f"{summary['budget_epochs']} epoch, {summary['profile']} profile"
-    fig.suptitle(f"Task 3: every strategy on one budget ({budget})")
+    fig.suptitle(f"Task 3: every strategy on one budget ({EPOCHS} epoch, {PROFILE} profile); mean over seeds")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def report(out: Path) -> dict:
-    """Write ``summary.json`` and ``table.md`` under ``out`` and ``results/task3.png``."""
-    summary = summarize(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "table.md").write_text(table(summary) + "\n")
-    if summary["rows"]:
-        (ROOT / "results").mkdir(exist_ok=True)
-        plot(summary, ROOT / "results" / "task3.png")
-    return summary
+    return True
 
 
 def main(argv=None) -> None:
@@ -177,7 +139,7 @@ def main(argv=None) -> None:
     p.add_argument("--profile", default=PROFILE, help="smoke: the tiny model on the tiny data (a check)")
     p.add_argument("--out", default=str(ROOT / "results" / "runs" / "task3"), help="where the run records go")
     p.add_argument("--list", action="store_true", help="print the rows and exit")
-    p.add_argument("--report", action="store_true", help="only the table and the plot, from the records")
+    p.add_argument("--report", action="store_true", help="only draw results/task3.png (from results/summary.json)")
     args = p.parse_args(argv)
     rows = args.only or list(ROWS)
     if args.list:
@@ -186,8 +148,9 @@ def main(argv=None) -> None:
                   f"{'':16s} --set {' '.join(overrides(row, ROWS[row][2][0]))}")
         return
     if args.report:
-        print(table(report(Path(args.out))))
+        print("plot:", plot(ROOT / "results" / "summary.json", ROOT / "results" / "task3.png"))
         return
+    write_plan(Path(args.out))
     warm_cache(rows, args.profile, Path(args.cache_dir))
     runs = [(seed, row) for seed in sorted({s for r in rows for s in ROWS[r][2]}) for row in rows
             if seed in ROWS[row][2] and (not args.seeds or seed in args.seeds)]

@@ -227,3 +227,20 @@ def test_report_from_a_real_record(tiny_model_dir, root):
     assert "{{" not in writeup and f'{100 * metrics["test"]["cls"]["accuracy"]:.2f}' in writeup
     assert "4-dim learned word-shape (casing) embedding" in writeup and "the top 1 encoder layers train" in writeup
     assert (root / "loss_plot.png").read_bytes() == (root / "results" / "runs" / name / "loss_plot.png").read_bytes()
+
+
+def test_task3_table_follows_the_study_plan_with_costs_and_what_is_missing(root):
+    three_seeds(root)
+    plan = {"top2": {"what": "top 2 layers train"}, "probe": {"what": "encoder frozen"},
+            "ner-only": {"what": "CoNLL alone"}}
+    (root / "results" / "runs" / "task3").mkdir(parents=True)
+    (root / "results" / "runs" / "task3" / "plan.json").write_text(json.dumps(plan))
+    for row, seed, cpu in (("probe", 42, 30.0), ("top2", 42, 100.0), ("top2", 43, 300.0)):
+        fake_run(root, f"task3/{row}-s{seed}", seed, metrics={"cpu_seconds": cpu, "trainable_parameters": 14_180_000})
+    (root / "results" / "task3.png").write_bytes(b"png")
+    write_report(root)
+    writeup = (root / "writeup.md").read_text()
+    rows = re.findall(r"^\| task3/(\S+) \|.*$", writeup, re.M)
+    assert rows == ["top2", "probe"]  # the plan's order, not the alphabet's
+    assert re.search(r"^\| task3/top2 \|.*\| 2 \|.*\| 200 \| 14,180,000 \| top 2 layers train \|$", writeup, re.M)
+    assert "Not run yet: ner-only" in writeup and "(results/task3.png)" in writeup

@@ -1,5 +1,5 @@
-"""scripts/study.py: every row is a valid configuration, and the table's means and deviations are the
-seeds' own (checked against a hand computation)."""
+"""scripts/study.py: every row is a valid configuration that changes only what trains, its plan lists
+every row in order, and its plot is drawn from the report's summary."""
 
 import importlib.util
 import json
@@ -16,7 +16,7 @@ spec.loader.exec_module(study)
 
 
 @pytest.mark.parametrize("row", list(study.ROWS))
-def test_every_row_is_a_valid_config_that_differs_from_the_profile_in_what_trains(row):
+def test_every_row_is_a_valid_config_that_keeps_the_budget(row):
     _, _, base = load_configs(study.PROFILE)
     _, _, train = load_configs(study.PROFILE, None, study.overrides(row, 43, Path("/r")))
     assert train.epochs == study.EPOCHS and train.seed == 43
@@ -24,23 +24,23 @@ def test_every_row_is_a_valid_config_that_differs_from_the_profile_in_what_train
     assert train.init_from in (None, "/r/study-probe-s43/best")
 
 
-def write_run(out: Path, row: str, seed: int, ag: float, f1: float, wall: float) -> None:
-    folder = out / f"{row}-s{seed}"
-    folder.mkdir(parents=True)
-    folder.joinpath("metrics.json").write_text(json.dumps({
-        "device_name": "cpu X", "wall_seconds": wall, "cpu_seconds": 2 * wall, "trainable_parameters": 1000,
-        "test": {"cls": {"accuracy": ag}, "ner": {"entity_f1": f1, "coarse_token_accuracy": 0.9}}}))
+def test_the_plan_lists_every_row_in_order(tmp_path):
+    study.write_plan(tmp_path)
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert list(plan) == list(study.ROWS) and plan["top2"]["overrides"] == ["train.trainable_layers=2"]
 
 
-def test_the_table_gives_each_rows_mean_and_sample_std(tmp_path, monkeypatch):
-    monkeypatch.setattr(study, "ROOT", tmp_path)
-    write_run(tmp_path, "top2", 42, 0.90, 0.80, 100)
-    write_run(tmp_path, "top2", 43, 0.92, 0.84, 300)
-    write_run(tmp_path, "probe", 42, 0.88, 0.70, 10)
-    summary = study.report(tmp_path)
-    assert summary["rows"]["top2"]["seeds"] == [42, 43] and "top4" in summary["not_run"]
-    table = (tmp_path / "table.md").read_text()
-    # mean 0.91, sample std sqrt(((0.90-0.91)^2 + (0.92-0.91)^2) / 1) = 0.01414
-    assert "| 91.00 ± 1.41 | 82.00 ± 2.83 | 90.00 ± 0.00 | 200 ± 141 | 400 ± 283 |" in table
-    assert "| probe |" in table and "| 88.00 | 70.00 |" in table and "1 of 3" in table
-    assert (tmp_path / "results" / "task3.png").stat().st_size > 10_000
+def test_the_plot_reads_the_study_groups_of_the_summary(tmp_path):
+    def group(ag, f1, wall):
+        return {"runs": [f"task3/x-s{wall}"], "mean": {"ag_news_test_accuracy": ag, "conll_test_entity_f1": f1,
+                                                        "wall_seconds": wall}}
+    summary = {"groups": {"cpu": group(0.93, 0.9, 1), "task3/top2": group(0.9, 0.8, 200),
+                          "task3/probe": group(0.88, None, 20)},
+               "runs": {"task3/x-s200": {"trainable_parameters": 14_000_000},
+                        "task3/x-s20": {"trainable_parameters": 0}}}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert study.plot(tmp_path / "summary.json", tmp_path / "task3.png")
+    assert (tmp_path / "task3.png").stat().st_size > 10_000
+    summary["groups"] = {"cpu": summary["groups"]["cpu"]}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert not study.plot(tmp_path / "summary.json", tmp_path / "none.png")
