@@ -217,21 +217,19 @@ def task3_table(summary: dict, results: Path) -> str:
     study = {n: r for n, r in summary["runs"].items() if r["study"] == "task3"}
     if not study:
         return "_Task 3 study: not run yet with the new loop._"
-    plan = read_json(results / "runs" / "task3" / "plan.json") or {}
-    members = {}
+    plan, members = read_json(results / "runs" / "task3" / "plan.json") or {}, {}
     for name, r in study.items():
         members.setdefault(r["group"] or name, []).append(name)
     order = {f"task3/{row}": i for i, row in enumerate(plan)}
-    lines = ["| strategy run | freeze | trainable layers | seeds | AG test acc | CoNLL entity F1 "
-             "| token acc (5 coarse) | wall s | CPU s | trainable params | what it changes |", "| --- " * 11 + "|"]
+    lines = ["| strategy run | freeze | trainable layers | seeds | AG test acc | CoNLL entity F1 | token acc "
+             "(5 coarse) | epochs | wall s | CPU s | trainable params | what it changes |", "| --- " * 12 + "|"]
     for label, names in sorted(members.items(), key=lambda item: (order.get(item[0], len(order)), item[0])):
-        first = study[names[0]]
-        g = group_stats(names, study, [])
-        layers = "all" if first["trainable_layers"] is None else first["trainable_layers"]
-        cpu = mean_std([study[n]["cpu_seconds"] for n in names])[0]
+        first, g = study[names[0]], group_stats(names, study, [])
+        cpu, layers = mean_std([study[n]["cpu_seconds"] for n in names])[0], first["trainable_layers"]
         params = "–" if first["trainable_parameters"] is None else f"{first['trainable_parameters']:,}"
-        lines.append(f"| {label} | {first['freeze']} | {layers} | {g['n']} | {_pm(g, 'ag_news_test_accuracy')} "
-                     f"| {_pm(g, 'conll_test_entity_f1')} | {_pm(g, 'conll_test_coarse_token_accuracy')} "
+        lines.append(f"| {label} | {first['freeze']} | {'all' if layers is None else layers} | {g['n']} "
+                     f"| {_pm(g, 'ag_news_test_accuracy')} | {_pm(g, 'conll_test_entity_f1')} "
+                     f"| {_pm(g, 'conll_test_coarse_token_accuracy')} | {first['epochs_configured']} "
                      f"| {_pm(g, 'wall_seconds')} | {'–' if cpu is None else f'{cpu:.0f}'} | {params} "
                      f"| {plan.get(label.removeprefix('task3/'), {}).get('what', '')} |")
     if missing := [row for row in plan if f"task3/{row}" not in members]:
