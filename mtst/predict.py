@@ -95,14 +95,21 @@ class Predictor:
         device: where to run.
         trained: False when the heads are untrained (predictions are then noise, and say so).
         chunk_tokens: most sub-tokens in one forward pass (``CHUNK_TOKENS``).
+        precision: ``fp32`` (exact), ``bf16`` / ``fp16`` autocast, or ``auto``: bf16 autocast (bench/encode.py's
+            fast mode) where the device computes bf16 natively, else fp32 (``mtst.train.autocast_dtype``).
     """
 
     def __init__(self, model: MultiTaskSentenceTransformer, device: str | torch.device = "cpu",
-                 trained: bool = True, chunk_tokens: int = CHUNK_TOKENS):
+                 trained: bool = True, chunk_tokens: int = CHUNK_TOKENS, precision: str = "fp32"):
+        from .train import autocast_dtype
+
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.trained = trained
         self.chunk_tokens = chunk_tokens
+        self.autocast = autocast_dtype(self.device, precision)
+        self.mode = "exact (fp32)" if self.autocast is None else \
+            f"fast ({str(self.autocast).removeprefix('torch.')} autocast)"
         self._turn = Turns()  # one forward pass at a time: torch threads are already busy
         # The fast tokenizer's truncation and padding are shared state, changed by a call that asks
         # for other settings. Every call here asks for none, so after this one threads can
@@ -110,8 +117,8 @@ class Predictor:
         model.tokenizer(["settle"], truncation=False, padding=False)
 
     @classmethod
-    def from_pretrained(cls, path, device="cpu") -> "Predictor":
-        return cls(MultiTaskSentenceTransformer.from_pretrained(path), device, trained=True)
+    def from_pretrained(cls, path, device="cpu", precision: str = "fp32") -> "Predictor":
+        return cls(MultiTaskSentenceTransformer.from_pretrained(path), device, trained=True, precision=precision)
 
     @property
     def max_seq_length(self) -> int:
@@ -119,7 +126,8 @@ class Predictor:
 
     def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  shape_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.autocast,
+                                                    enabled=self.autocast is not None):
             return self.model(input_ids.to(self.device), attention_mask.to(self.device),
                               shape_ids=shape_ids.to(self.device))
 
@@ -198,7 +206,7 @@ class Predictor:
         for chunk in token_chunks([len(ids) for ids in input_ids], self.chunk_tokens):
             with self._turn():
                 embeddings = encoder.encode_ids([input_ids[i] for i in chunk], normalize=normalize,
-                                                show_progress_bar=False)
+                                                show_progress_bar=False, autocast_dtype=self.autocast)
             for i, embedding in zip(chunk, embeddings.tolist()):
                 out[i] = embedding
         return out
