@@ -20,10 +20,12 @@ Writes ``results/bench/encode-<device>.json`` (``encode-tiny-<device>.json`` wit
 
 import argparse
 import copy
+import dataclasses
 import gc
 import json
 import logging
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -75,6 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "none with --tiny)")
     p.add_argument("--downstream", default="auto",
                    help="our modes to score on the test sets: comma list, 'none', or 'auto' (every fp32-weight mode)")
+    p.add_argument("--downstream-limit", type=int,
+                   help="score a fixed random subset of this many rows of each test set (default: the full sets)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--out", default=str(ROOT / "results" / "bench"))
@@ -175,10 +179,10 @@ def downstream_scores(args, modes: list[str], device: torch.device) -> dict:
 
     One ``mtst.train.evaluate`` call per mode (the scorer of the CLI and of every run record).
     """
+    from mtst.attention import use_sdpa
     from mtst.config import load_configs
     from mtst.experiment import build_task_data
     from mtst.model import MultiTaskSentenceTransformer
-    from mtst.attention import use_sdpa
     from mtst.train import evaluate
 
     if args.tiny:
@@ -193,6 +197,8 @@ def downstream_scores(args, modes: list[str], device: torch.device) -> dict:
     else:
         model = MultiTaskSentenceTransformer.from_pretrained(args.artifact)
         _, data_cfg, train_cfg = load_configs("cpu")
+    if args.downstream_limit:  # the same seeded subset in every mode (mtst.data.subsample)
+        data_cfg = dataclasses.replace(data_cfg, eval_limit=args.downstream_limit)
     model = model.to(device).eval()
     data, _ = build_task_data(model, data_cfg)
     test = {t: d.test for t, d in data.items()}
@@ -318,7 +324,7 @@ def main(argv=None) -> dict:
 
     # Warm up each in-process contender (allocator, oneDNN / cuBLAS plans; peers warmed up when they
     # loaded), then time in rounds.
-    for name, fn in contenders.items():
+    for name in contenders:
         if name == BASELINE:
             st.encode(texts[: 2 * bs], convert_to_numpy=True, **encode_kw)
         else:
@@ -338,6 +344,7 @@ def main(argv=None) -> dict:
     peer_info = {name: p.ready for name, p in peers.items()}
     for p in peers.values():
         p.close()
+    shutil.rmtree(work, ignore_errors=True)
     del peers, copies, contenders
     gc.collect()
 
@@ -369,7 +376,7 @@ def main(argv=None) -> dict:
         results[name] = {**entry, "seconds": seconds[name], "sentences_per_s": rate,
                          "speedup_vs_st": rate / base_rate, **compare(outputs[name], reference),
                          "downstream": None}
-    best_st = max((v["sentences_per_s"] for v in results.values() if v["kind"] != "ours"))
+    best_st = max(v["sentences_per_s"] for v in results.values() if v["kind"] != "ours")
     for res in results.values():
         res["speedup_vs_best_st"] = res["sentences_per_s"] / best_st
 
@@ -396,6 +403,7 @@ def main(argv=None) -> dict:
                      "downstream": "mtst.train.evaluate of --artifact on the full AG News and CoNLL-2003 test sets, "
                                    "the encoder in each mode (autocast as the mode says); not timed",
                      "artifact": None if args.tiny else args.artifact,
+                     "downstream_limit": args.downstream_limit,
                      "peer_calibration": "OpenVINO int8: first 300 texts of " + str(calibration_path)},
         "baseline": BASELINE,
         "fast_mode": FAST_MODE,
