@@ -45,17 +45,28 @@ def model_copy(model: str, work: Path) -> Path:
     return copy
 
 
-def load_onnx(folder: Path, variant: str, batch_size: int):
+FP32_FILES = {"onnx": "onnx/model.onnx", "openvino": "openvino/openvino_model.xml"}
+
+
+def load_fp32(folder: Path, backend: str):
+    """The backend's own export of the folder, made once and saved beside the weights."""
+    from sentence_transformers import SentenceTransformer
+
+    file = FP32_FILES[backend]
+    if not (folder / file).is_file():
+        SentenceTransformer(str(folder), backend=backend, device="cpu").save_pretrained(str(folder))
+    return SentenceTransformer(str(folder), backend=backend, device="cpu", model_kwargs={"file_name": file}), file
+
+
+def load_onnx(folder: Path, variant: str):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.backend import export_dynamic_quantized_onnx_model
 
-    if not (folder / "onnx" / "model.onnx").is_file():
-        SentenceTransformer(str(folder), backend="onnx", device="cpu").save_pretrained(str(folder))
+    fp32, file = load_fp32(folder, "onnx")
     if variant == "fp32":
-        return SentenceTransformer(str(folder), backend="onnx", device="cpu"), "onnx/model.onnx"
+        return fp32, file
     name = "onnx/model_qint8_avx512_vnni.onnx"
     if not (folder / name).is_file():
-        fp32 = SentenceTransformer(str(folder), backend="onnx", device="cpu")
         export_dynamic_quantized_onnx_model(fp32, "avx512_vnni", str(folder))
     return SentenceTransformer(str(folder), backend="onnx", device="cpu", model_kwargs={"file_name": name}), name
 
@@ -63,17 +74,15 @@ def load_onnx(folder: Path, variant: str, batch_size: int):
 def load_openvino(folder: Path, variant: str, calibration: list[str]):
     from sentence_transformers import SentenceTransformer
 
-    if not (folder / "openvino" / "openvino_model.xml").is_file():
-        SentenceTransformer(str(folder), backend="openvino", device="cpu").save_pretrained(str(folder))
+    fp32, file = load_fp32(folder, "openvino")
     if variant == "fp32":
-        return SentenceTransformer(str(folder), backend="openvino", device="cpu"), "openvino/openvino_model.xml"
+        return fp32, file
     name = "openvino/openvino_model_qint8_quantized.xml"
     if not (folder / name).is_file():
         # export_static_quantized_openvino_model's steps, with a local calibration set.
         from datasets import Dataset
         from optimum.intel import OVConfig, OVQuantizationConfig, OVQuantizer
 
-        fp32 = SentenceTransformer(str(folder), backend="openvino", device="cpu")
         config = OVQuantizationConfig()
         texts = calibration[: config.num_samples or 300]
         features = fp32.tokenizer(texts, padding="max_length", max_length=384, truncation=True)
@@ -103,7 +112,7 @@ def main() -> None:
         texts = json.loads(Path(args.texts).read_text())
         start = time.perf_counter()
         if args.backend == "onnx":
-            model, file = load_onnx(folder, args.variant, args.batch_size)
+            model, file = load_onnx(folder, args.variant)
         else:
             model, file = load_openvino(folder, args.variant, json.loads(Path(args.calibration).read_text()))
         load_seconds = time.perf_counter() - start
