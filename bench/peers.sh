@@ -12,6 +12,10 @@
 # .venv-onnx:     sentence-transformers[onnx], whose optimum-onnx (0.1.0) needs transformers<4.58, so pip
 #                 picks the newest sentence-transformers release that allows transformers 4; torch stays
 #                 at the main pin.
+# optimum-intel requires torchvision, and PyPI's torchvision is built for PyPI's CUDA torch: beside the CPU torch
+# it fails to load (`operator torchvision::nms does not exist`), and transformers then cannot import
+# AutoProcessor, so no optimum-intel import works. Nothing here needs torchvision: a torchvision that does not
+# load is uninstalled, and `pip check` then ignores only that one missing requirement.
 # Each ends with `pip check`; what it installed is in <venv>/freeze.txt. A failed one is removed, and
 # bench/encode.py then skips its contenders and says why.
 set -euo pipefail
@@ -20,13 +24,28 @@ PYTHON=${PYTHON:-python3}
 ST_VERSION=$(sed -n 's/^sentence-transformers==//p' requirements.txt)
 TORCH_PIN=$(grep '^torch==' requirements-runtime.txt)
 
+drop_broken_torchvision() {  # drop_broken_torchvision VENV
+  if "$1/bin/python" -c "import torchvision" >/dev/null 2>&1 || ! "$1/bin/python" -m pip show -q torchvision 2>/dev/null; then
+    return 0
+  fi
+  echo "$1: torchvision does not load beside this torch (CUDA build); uninstalling it" >&2
+  "$1/bin/python" -m pip uninstall -y -q torchvision
+}
+
+check() {  # check VENV: pip check, less the torchvision requirement dropped above
+  local out
+  out=$("$1/bin/python" -m pip check 2>&1) && return 0
+  out=$(grep -v "requires torchvision, which is not installed" <<<"$out" || true)
+  [ -z "$out" ] || { echo "$out" >&2; return 1; }
+}
+
 make_env() {  # make_env NAME pip-args...
   local venv=".venv-$1"; shift
   if [ -f "$venv/.installed" ]; then echo "$venv: present (rm -r $venv to rebuild)"; return 0; fi
   rm -rf "$venv"
   "$PYTHON" -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip
-  if ! "$venv/bin/python" -m pip install -q "$@" || ! "$venv/bin/python" -m pip check; then
+  if ! "$venv/bin/python" -m pip install -q "$@" || ! drop_broken_torchvision "$venv" || ! check "$venv"; then
     echo "$venv: FAILED (see the pip output above); removed" >&2
     rm -rf "$venv"
     return 1

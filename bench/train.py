@@ -131,9 +131,10 @@ def load_train_data(data_dir: Path, seed: int) -> tuple[list, list]:
 
 def run_ours(folder: str, data, batch_size: int, attention: str, args, device, peak, n_steps, n_warmup) -> dict:
     from mtst.config import ModelConfig, TrainConfig
+    from mtst.distributed import autocast_dtype
     from mtst.features import bucket_batches, classification_features, collate, ner_features
     from mtst.model import MultiTaskSentenceTransformer
-    from mtst.train import LossWeights, autocast_dtype, build_optimizer, train_step
+    from mtst.train import LossWeights, build_optimizer, train_step
 
     ag, conll = data
     torch.manual_seed(args.seed)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .distributed import autocast_dtype
 from .encoder import pad_batch
 from .features import shape_ids
 from .freezing import mpnet, num_layers, run_layers
@@ -100,16 +101,21 @@ class Predictor:
         trained: False when the heads are untrained (predictions are then noise, and say so).
         chunk_tokens: most sub-tokens in one forward pass (``CHUNK_TOKENS``).
         turn_token_layers: most sub-tokens x layers between two turns (``TURN_TOKEN_LAYERS``).
+        precision: ``fp32`` (exact), ``bf16`` / ``fp16`` autocast, or ``auto``: bf16 autocast (bench/encode.py's
+            fast mode) where the device computes bf16 natively, else fp32 (``mtst.distributed.autocast_dtype``).
     """
 
     def __init__(self, model: MultiTaskSentenceTransformer, device: str | torch.device = "cpu",
                  trained: bool = True, chunk_tokens: int = CHUNK_TOKENS,
-                 turn_token_layers: int = TURN_TOKEN_LAYERS):
+                 turn_token_layers: int = TURN_TOKEN_LAYERS, precision: str = "fp32"):
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.trained = trained
         self.chunk_tokens = chunk_tokens
         self.turn_token_layers = turn_token_layers
+        self.autocast = autocast_dtype(self.device, precision)
+        self.mode = "exact (fp32)" if self.autocast is None else \
+            f"fast ({str(self.autocast).removeprefix('torch.')} autocast)"
         self._turn = Turns()  # one forward pass at a time: torch threads are already busy
         # The fast tokenizer's truncation and padding are shared state, changed by a call that asks
         # for other settings. Every call here asks for none, so after this one threads can
@@ -117,9 +123,9 @@ class Predictor:
         model.tokenizer(["settle"], truncation=False, padding=False)
 
     @classmethod
-    def from_pretrained(cls, path, device="cpu") -> "Predictor":
+    def from_pretrained(cls, path, device="cpu", precision: str = "fp32") -> "Predictor":
         """A predictor for a trained model folder (``save_pretrained`` or ``save_artifact``)."""
-        return cls(MultiTaskSentenceTransformer.from_pretrained(path), device, trained=True)
+        return cls(MultiTaskSentenceTransformer.from_pretrained(path), device, trained=True, precision=precision)
 
     @property
     def max_seq_length(self) -> int:
@@ -137,15 +143,16 @@ class Predictor:
         last = max(0, self.model.heads["ner"].mix - 1)  # the layers the NER head mixes run in the last turn
         shapes = None if shape_ids is None else shape_ids.to(self.device)
         hidden, done = None, 0
-        while True:
-            with self._turn():
-                if hidden is None:
-                    hidden = mpnet(backbone).embeddings(input_ids=ids)  # (B, T, H)
-                if total - done <= max(per_turn, last):  # the last layers and the heads
-                    return self.model(ids, mask, tasks, shape_ids=shapes, states=hidden, start_layer=done)
-                step = min(per_turn, total - done - last)
-                hidden = run_layers(backbone, hidden, mask, done, done + step)
-            done += step
+        with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            while True:
+                with self._turn():
+                    if hidden is None:
+                        hidden = mpnet(backbone).embeddings(input_ids=ids)  # (B, T, H)
+                    if total - done <= max(per_turn, last):  # the last layers and the heads
+                        return self.model(ids, mask, tasks, shape_ids=shapes, states=hidden, start_layer=done)
+                    step = min(per_turn, total - done - last)
+                    hidden = run_layers(backbone, hidden, mask, done, done + step)
+                done += step
 
     def predict(self, texts: Sequence[str]) -> list[dict]:
         """Topic, class probabilities, entities (character offsets) and tokens for each text.

@@ -16,7 +16,7 @@ from . import distributed as dist
 from .checkpoint import load_state, restore_training_state, save_model_atomic, save_state_atomic, training_state
 from .config import TrainConfig
 from .data import IGNORE_INDEX
-from .distributed import autocast_dtype, cpu_has_bf16, resolve_device  # noqa: F401 (cpu_has_bf16: bench/encode.py)
+from .distributed import autocast_dtype, resolve_device
 from .features import (
     BatchStream,
     TaskFeatures,

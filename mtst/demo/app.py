@@ -155,7 +155,7 @@ def create_app(predictor: Predictor, *, max_texts: int = MAX_TEXTS, max_chars: i
 
     @app.get("/")
     def index():
-        return render_template("index.html", trained=predictor.trained, **limits)
+        return render_template("index.html", trained=predictor.trained, mode=predictor.mode, **limits)
 
     @app.get("/health")
     @app.get("/healthz")
@@ -181,6 +181,7 @@ def create_app(predictor: Predictor, *, max_texts: int = MAX_TEXTS, max_chars: i
         response.headers.update(SECURITY_HEADERS)
         if request.path.startswith("/api/"):
             response.headers["Cache-Control"] = "no-store"
+            response.headers["X-Mtst-Mode"] = predictor.mode
         return response
 
     return app
@@ -205,16 +206,24 @@ def _register_error_handlers(app: Flask, max_request_bytes: int) -> None:
         return jsonify(error="internal server error (see the server log)"), 500
 
 
-def load_predictor(checkpoint: str | None = None, device: str = "cpu") -> Predictor:
-    """A trained checkpoint folder, or the base model with untrained heads (``trained=False``)."""
+def load_predictor(checkpoint: str | None = None, device: str = "cpu", precision: str = "auto") -> Predictor:
+    """A trained checkpoint folder, or the base model with untrained heads (``trained=False``).
+
+    ``precision="auto"``: the fast mode (bf16 autocast) where the CPU or GPU computes bf16 natively, else exact
+    fp32; the page and every API response (``X-Mtst-Mode``) say which.
+    """
     if checkpoint:
         logger.info("loading trained checkpoint %s", checkpoint)
-        return Predictor.from_pretrained(checkpoint, device=device)
-    from ..config import ModelConfig
-    from ..model import MultiTaskSentenceTransformer
+        predictor = Predictor.from_pretrained(checkpoint, device=device, precision=precision)
+    else:
+        from ..config import ModelConfig
+        from ..model import MultiTaskSentenceTransformer
 
-    logger.warning("no checkpoint given: base model with UNTRAINED heads (predictions are random)")
-    return Predictor(MultiTaskSentenceTransformer.from_config(ModelConfig()), device=device, trained=False)
+        logger.warning("no checkpoint given: base model with UNTRAINED heads (predictions are random)")
+        predictor = Predictor(MultiTaskSentenceTransformer.from_config(ModelConfig()), device=device, trained=False,
+                              precision=precision)
+    logger.info("the model runs in %s mode", predictor.mode)
+    return predictor
 
 
 class RequestHandler(WSGIRequestHandler):
