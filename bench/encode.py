@@ -400,8 +400,10 @@ def main(argv=None) -> dict:
                      "rate": "n / median seconds of the timed passes; each pass includes tokenisation",
                      "order": "one round = every contender once, peers included; the order rotates every round",
                      "accuracy_reference": "sentence-transformers (torch) in fp32 on the same folder",
-                     "downstream": "mtst.train.evaluate of --artifact on the full AG News and CoNLL-2003 test sets, "
-                                   "the encoder in each mode (autocast as the mode says); not timed",
+                     "downstream": "mtst.train.evaluate of --artifact on the AG News and CoNLL-2003 test sets ("
+                                   + ("all rows" if args.downstream_limit is None else
+                                      f"a seeded sample of {args.downstream_limit} rows each") +
+                                   "), the encoder in each mode (autocast as the mode says); not timed",
                      "artifact": None if args.tiny else args.artifact,
                      "downstream_limit": args.downstream_limit,
                      "peer_calibration": "OpenVINO int8: first 300 texts of " + str(calibration_path)},
