@@ -69,12 +69,18 @@ def overrides(row: str, seed: int, runs: Path = ROOT / "runs") -> list[str]:
     return [f"train.epochs={EPOCHS}", f"train.seed={seed}", *(o.format(seed=seed, runs=runs) for o in ROWS[row][1])]
 
 
-def warm_cache(rows: list[str], profile: str, cache_dir: Path) -> None:
-    """Cache the deepest frozen prefix the rows need, keeping every shallower depth on the way."""
+def warm_cache(rows: list[str], profile: str, cache_dir: Path, out: Path) -> None:
+    """Cache the deepest frozen prefix the rows need, keeping every shallower depth on the way; its
+    cost (shared by every row, so in no row's wall time) goes to ``out/prefix-cache.json``."""
+    import time
+
     from mtst.config import load_configs
     from mtst.distributed import autocast_dtype, resolve_device
     from mtst.experiment import build_model, build_task_data
     from mtst.freezing import cache_prefix, prefix_layers
+    from mtst.runs import environment
+
+    start, cpu_start = time.perf_counter(), time.process_time()
 
     configs = [load_configs(profile, None, [o for o in overrides(row, 42) if "init_from" not in o]) for row in rows]
     model_cfg, data_cfg, train_cfg = configs[0]  # the rows differ only in what trains
@@ -84,8 +90,12 @@ def warm_cache(rows: list[str], profile: str, cache_dir: Path) -> None:
         return
     data, _ = build_task_data(model, data_cfg)
     device = resolve_device(train_cfg.device)
-    cache_prefix(model.to(device), data, needed[-1], autocast_dtype(device, train_cfg.precision),
-                 cache_dir / "prefix", train_cfg.eval_batch_size, keep=tuple(needed[:-1]))
+    hit = cache_prefix(model.to(device), data, needed[-1], autocast_dtype(device, train_cfg.precision),
+                       cache_dir / "prefix", train_cfg.eval_batch_size, keep=tuple(needed[:-1]))
+    record = {"depths": needed, "from_cache": hit, "wall_seconds": time.perf_counter() - start,
+              "cpu_seconds": time.process_time() - cpu_start, "environment": environment(device)}
+    if not hit or not (out / "prefix-cache.json").is_file():  # keep the record of the pass that built it
+        (out / "prefix-cache.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 def write_plan(out: Path) -> None:
@@ -151,7 +161,7 @@ def main(argv=None) -> None:
         print("plot:", plot(ROOT / "results" / "summary.json", ROOT / "results" / "task3.png"))
         return
     write_plan(Path(args.out))
-    warm_cache(rows, args.profile, Path(args.cache_dir))
+    warm_cache(rows, args.profile, Path(args.cache_dir), Path(args.out))
     runs = [(seed, row) for seed in sorted({s for r in rows for s in ROWS[r][2]}) for row in rows
             if seed in ROWS[row][2] and (not args.seeds or seed in args.seeds)]
     for seed, row in runs:
