@@ -247,6 +247,9 @@ class MultiTaskSentenceTransformer(nn.Module):
                 verify_weights(source, cfg["base_model_sha256"])
         encoder = SentenceTransformer.from_pretrained(source, cfg["pooling"], cfg["normalize"],
                                                       cfg["max_seq_length"])
+        if cfg.get("encoder_delta_tensors") and not (path / DELTA_FILE).is_file():  # never the bare base model
+            raise FileNotFoundError(f"{path / DELTA_FILE} is missing: this artifact changes "
+                                    f"{cfg['encoder_delta_tensors']} encoder tensors and cannot load without it")
         if (path / DELTA_FILE).is_file():
             params = encoder.backbone.state_dict()
             with torch.no_grad():

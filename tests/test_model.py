@@ -86,6 +86,9 @@ def test_artifact_carries_the_changed_layers_as_a_delta(tiny_model_dir, tmp_path
     with torch.no_grad():
         a, b = model(ids, mask, shape_ids=shapes), loaded(ids, mask, shape_ids=shapes)
     assert (a["ner"] - b["ner"]).abs().max() < 1e-3 and torch.equal(a["ner"].argmax(-1), b["ner"].argmax(-1))
+    (tmp_path / "art" / DELTA_FILE).unlink()  # e.g. a clone where the delta was not committed
+    with pytest.raises(FileNotFoundError, match="changes 1 encoder tensors"):
+        MultiTaskSentenceTransformer.from_pretrained(tmp_path / "art")
 
 
 def test_ner_head_reads_word_shapes(tiny_model_dir):
