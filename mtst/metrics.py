@@ -126,8 +126,7 @@ def score_task(model, features, preds: dict, loss: float) -> dict:
                                              len(model.class_labels)))
     else:  # IOB2-constrained decoding (no I-X without a B-X or I-X before it); plain argmax beside it
         labels = model.ner_labels
-        allowed, crf = iob2_transitions(labels), model.heads["ner"].transition_scores()
-        crf = None if crf is None else crf.detach().float().cpu().numpy()
+        allowed, crf = iob2_transitions(labels), model.heads["ner"].decode_transitions()
         gold = [[labels[i] for i in features.word_labels[r]] for r in order]
 
         def tags(ids, n):  # words cut off by truncation count as O

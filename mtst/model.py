@@ -82,6 +82,11 @@ class NerHead(nn.Module):
         """The CRF's (L + 1, L) transition scores, forbidden IOB2 bigrams included (None without a CRF)."""
         return None if self.transitions is None else self.transitions + self.forbidden
 
+    def decode_transitions(self):
+        """The same scores as a NumPy array for ``metrics.constrained_decode`` (None without a CRF)."""
+        scores = self.transition_scores()
+        return None if scores is None else scores.detach().float().cpu().numpy()
+
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean over labelled words: cross-entropy, or the CRF's negative log-likelihood."""
         if self.transitions is None:

@@ -211,8 +211,7 @@ class Predictor:
         # The same IOB2-constrained decoding as evaluation: no I-X without a B-X or I-X before it.
         logprobs = torch.stack([probs[first[w]] for w in read]).clamp_min(1e-12).log().numpy() if read else \
             np.zeros((0, len(labels)))
-        crf = self.model.heads["ner"].transition_scores()  # a CRF's learned transitions, if it has one
-        crf = None if crf is None else crf.detach().float().cpu().numpy()
+        crf = self.model.heads["ner"].decode_transitions()  # a CRF's learned transitions, if it has one
         tags = [labels[i] for i in constrained_decode(logprobs, iob2_transitions(labels), crf)]
         entities = []
         for etype, a, b in entity_spans(tags):
