@@ -95,3 +95,40 @@ def build_reference(model_dir: str, n_classes: int, n_ner_labels: int, device: t
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     use_fp16 = device.type == "cuda"
     return model, optimizer, torch.amp.GradScaler(device.type, enabled=use_fp16), use_fp16
+
+
+@torch.no_grad()
+def reference_evaluate(model: ReferenceModel, texts: list[str], labels: list[int], sentences: list,
+                       coarse: tuple[str, ...], batch_size: int = 64) -> dict:
+    """The reference's validation scores: AG News accuracy; over CoNLL, its own token accuracy (5
+    coarse labels over each word's first sub-token) and, for comparison, seqeval entity F1 of its
+    coarse predictions read as IOB2 (each run of one type is one entity). Words past the 128
+    sub-tokens count as predicted ``O``, as mtst's evaluation counts them."""
+    from seqeval.metrics import f1_score
+
+    from mtst.data import to_coarse
+    from mtst.metrics import coarse_to_iob2
+
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, len(texts), batch_size):
+        logits, _ = model.forward_cls(texts[i:i + batch_size])
+        correct += int((logits.argmax(-1).cpu() == torch.tensor(labels[i:i + batch_size])).sum())
+    gold, pred, right, words = [], [], 0, 0
+    for i in range(0, len(sentences), batch_size):
+        chunk = sentences[i:i + batch_size]
+        tags = [[coarse.index(t) for t in to_coarse(s.tags)] for s in chunk]
+        logits, enc = model.forward_ner([list(s.tokens) for s in chunk], tags)
+        keep = enc["labels"] != IGNORE_INDEX
+        for b, s in enumerate(chunk):
+            read = logits[b][keep[b]].argmax(-1).tolist()
+            predicted = [coarse[j] for j in read] + ["O"] * (len(s.tags) - len(read))
+            truth = list(to_coarse(s.tags))
+            right += sum(p == t for p, t in zip(predicted, truth))
+            words += len(truth)
+            gold.append(list(s.tags))
+            pred.append(coarse_to_iob2(predicted))
+    model.train(was_training)
+    return {"ag_news_accuracy": correct / len(texts), "conll_coarse_token_accuracy": right / words,
+            "conll_entity_f1": float(f1_score(gold, pred)), "rows": {"ag_news": len(texts), "conll": len(sentences)}}

@@ -20,6 +20,7 @@ Writes ``results/bench/train-<device>.json`` (``train-tiny-<device>.json`` with 
 """
 
 import argparse
+import dataclasses
 import gc
 import json
 import logging
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from reference_loop import MAX_LENGTH, build_reference, reference_step
+from reference_loop import MAX_LENGTH, build_reference, reference_evaluate, reference_step
 
 ROOT = Path(__file__).resolve().parents[1]
 # Dense bf16 peak TFLOP/s by device name; H200 as the issue gives it (790), H100 SXM 989.
@@ -58,6 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(ROOT / "results" / "bench"))
     p.add_argument("--tiny", action="store_true", help="tiny random model and fixture data (seconds)")
+    p.add_argument("--real", action="store_true", help="measured, not projected: --steps (default 200) per "
+                   "configuration with validation scores, and one real epoch of the cpu profile")
     return p.parse_args(argv)
 
 
@@ -129,22 +132,31 @@ def load_train_data(data_dir: Path, seed: int) -> tuple[list, list]:
     return [ag[i] for i in sorted(keep)], read_conll(Path(data_dir) / "conll2003" / "train.txt")
 
 
-def run_ours(folder: str, data, batch_size: int, attention: str, args, device, peak, n_steps, n_warmup) -> dict:
+def run_ours(folder: str, data, batch_size: int, attention: str, args, device, peak, n_steps, n_warmup,
+             precision: str | None = None, model_cfg=None, val=None) -> dict:
+    """Time ``n_steps`` of ``train_step`` (after ``n_warmup``); with ``val`` (AG News rows, CoNLL
+    sentences), score the model on them afterwards."""
     from mtst.config import ModelConfig, TrainConfig
     from mtst.distributed import autocast_dtype
     from mtst.features import bucket_batches, classification_features, collate, ner_features
     from mtst.model import MultiTaskSentenceTransformer
-    from mtst.train import LossWeights, build_optimizer, train_step
+    from mtst.train import LossWeights, build_optimizer, evaluate, train_step
 
     ag, conll = data
+    precision = precision or args.precision
     torch.manual_seed(args.seed)
-    model = MultiTaskSentenceTransformer.from_config(ModelConfig(model_name=folder, attention=attention))
+    model_cfg = dataclasses.replace(model_cfg or ModelConfig(), model_name=folder, attention=attention)
+    model = MultiTaskSentenceTransformer.from_config(model_cfg)
     model.to(device).train()
     start = time.perf_counter()
-    features = {"cls": classification_features(model.tokenizer, ag, MAX_LENGTH),
-                "ner": ner_features(model.tokenizer, conll, model.ner_labels, MAX_LENGTH)}
+
+    def featurise(tokenizer, ner_labels, ag, conll):
+        return {"cls": classification_features(tokenizer, ag, MAX_LENGTH),
+                "ner": ner_features(tokenizer, conll, ner_labels, MAX_LENGTH)}
+
+    features = featurise(model.tokenizer, model.ner_labels, ag, conll)
     prep_seconds = time.perf_counter() - start
-    cfg = TrainConfig(batch_size=batch_size, device=device.type, precision=args.precision)
+    cfg = TrainConfig(batch_size=batch_size, device=device.type, precision=precision)
     weights = LossWeights(cfg.loss_weighting, cfg.task_weights).to(device)
     optimizer = build_optimizer(model, weights, cfg, device)
     dtype = autocast_dtype(device, cfg.precision)
@@ -169,15 +181,23 @@ def run_ours(folder: str, data, batch_size: int, attention: str, args, device, p
             real += sum(int(b["attention_mask"].sum()) for b in collated.values())
             processed += sum(b["input_ids"].numel() for b in collated.values())
     n_params = non_embedding_params(model.encoder.backbone, model.heads)
-    row = summarise(f"mtst bs{batch_size} {attention}", times, samples, real, processed, epoch_tokens, n_params,
-                    peak, device, {"design": "mtst", "batch_size": batch_size, "attention": attention,
-                                   "precision": str(dtype).removeprefix("torch.") if dtype else "fp32",
-                                   "pretokenise_seconds": prep_seconds, "non_embedding_params": n_params})
+    label = str(dtype).removeprefix("torch.") if dtype else "fp32"
+    row = summarise(f"mtst bs{batch_size} {attention} {label}", times, samples, real, processed, epoch_tokens,
+                    n_params, peak, device, {"design": "mtst", "batch_size": batch_size, "attention": attention,
+                                             "precision": label, "pretokenise_seconds": prep_seconds,
+                                             "non_embedding_params": n_params})
+    if val is not None:
+        scores = evaluate(model, featurise(model.tokenizer, model.ner_labels, *val), cfg.eval_batch_size,
+                          precision)
+        row["val"] = {"after_steps": n_warmup + n_steps, "ag_news_accuracy": scores["cls"]["accuracy"],
+                      "conll_entity_f1": scores["ner"]["entity_f1"],
+                      "conll_coarse_token_accuracy": scores["ner"]["coarse_token_accuracy"]}
     del model, optimizer, weights
     return row
 
 
-def run_reference(folder: str, data, args, device, peak, n_steps, n_warmup) -> dict:
+def run_reference(folder: str, data, args, device, peak, n_steps, n_warmup, val=None) -> dict:
+    """Time ``n_steps`` of the reference loop (after ``n_warmup``); with ``val``, score it on them."""
     from mtst.data import to_coarse
 
     ag, conll = data
@@ -215,8 +235,91 @@ def run_reference(folder: str, data, args, device, peak, n_steps, n_warmup) -> d
     row = summarise(f"reference bs{bs}", times, samples, real, processed, epoch_tokens, n_params, peak, device,
                     {"design": "reference", "batch_size": bs, "attention": "eager",
                      "precision": "fp16" if use_fp16 else "fp32", "non_embedding_params": n_params})
+    if val is not None:
+        scores = reference_evaluate(model, [e.text for e in val[0]], [e.label for e in val[0]], val[1], coarse)
+        row["val"] = {"after_steps": n_warmup + n_steps, **scores}
     del model, optimizer
     return row
+
+
+def run_profile_epoch(profile: str, overrides: list[str], seed: int, device) -> dict:
+    """One real epoch of ``profile``'s training run (its config, ``epochs=1``) from an empty prefix
+    cache: the epoch's seconds as ``fit`` records them, the prefix caching before it, samples/s and
+    real tokens/s, and the validation scores ``fit`` computes after the epoch."""
+    from mtst.config import load_configs
+    from mtst.experiment import build_model, build_task_data
+    from mtst.train import evaluate, fit
+
+    model_cfg, data_cfg, train_cfg = load_configs(profile, None, [*overrides, "train.epochs=1", f"train.seed={seed}"])
+    model = build_model(model_cfg, seed)
+    start = time.perf_counter()
+    data, _ = build_task_data(model, data_cfg)
+    prep_seconds = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as tmp:
+        history = fit(model, data, train_cfg, Path(tmp) / "run", cache_dir=Path(tmp) / "prefix")
+    scores = evaluate(model, {t: d.val for t, d in data.items()}, train_cfg.eval_batch_size, train_cfg.precision)
+    epoch, examples = history.epochs[0], history.epochs[0]["train_examples"]
+    # Each task's examples in the epoch x its train rows' mean length: exact when every row is read
+    # equally often (CoNLL, once), a mean otherwise (``both`` cycles the smaller AG News sample).
+    real = sum(n * statistics.fmean(data[t].train.lengths) for t, n in examples.items())
+    row = {"name": f"mtst {profile} profile epoch", "design": "mtst", "profile": profile,
+           "trainable_layers": train_cfg.trainable_layers, "batch_size": train_cfg.batch_size,
+           "precision": str(autocast_dtype_name(device, train_cfg.precision)), "steps": epoch["step"],
+           "epoch_seconds": epoch["seconds"], "prefix_seconds": history.prefix_seconds,
+           "pretokenise_seconds": prep_seconds, "samples_per_s": sum(examples.values()) / epoch["seconds"],
+           "real_tokens_per_s": real / epoch["seconds"], "examples": examples,
+           "val": {"after_steps": epoch["step"], "ag_news_accuracy": scores["cls"]["accuracy"],
+                   "conll_entity_f1": scores["ner"]["entity_f1"],
+                   "conll_coarse_token_accuracy": scores["ner"]["coarse_token_accuracy"]}}
+    print(f"{row['name']:28s} {row['samples_per_s']:8.1f} samples/s  {row['real_tokens_per_s']:9.0f} real tok/s  "
+          f"epoch {row['epoch_seconds']:8.1f} s (+ {row['prefix_seconds']:.1f} s caching)", file=sys.stderr)
+    return row
+
+
+def autocast_dtype_name(device, precision: str) -> str:
+    from mtst.distributed import autocast_dtype
+
+    dtype = autocast_dtype(device, precision)
+    return str(dtype).removeprefix("torch.") if dtype else "fp32"
+
+
+def measured(args, device) -> dict:
+    """``--real``: every training configuration timed on the reference protocol's data, each with its
+    validation scores: ours fully fine-tuned in fp32 and in bf16 and the reference loop, over
+    ``--steps`` steps each; and one real epoch of the cpu profile (the cached-prefix fine-tune)."""
+    from mtst.assets import resolve_model
+    from mtst.config import load_configs
+    from mtst.data import load_ag_news, load_conll
+
+    profile, overrides = ("smoke", ["train.trainable_layers=1"]) if args.tiny else ("cpu", [])
+    if args.data_dir and not args.tiny:
+        overrides.append(f"data.data_dir={args.data_dir}")
+    model_cfg, data_cfg, train_cfg = load_configs(profile, None, overrides)
+    folder = str(resolve_model(args.model or model_cfg.model_name))
+    n_steps, n_warmup = (args.steps or 200, 5 if args.warmup is None else args.warmup)
+    if args.tiny:
+        n_steps, n_warmup = min(n_steps, 3), min(n_warmup, 1)
+    ag, conll = load_ag_news(data_cfg), load_conll(data_cfg)
+    data, val = (ag.train, conll.train), (ag.val, conll.val)
+    _, peak = device_peak(device)
+    rows = [run_ours(folder, data, train_cfg.batch_size, "sdpa", args, device, peak, n_steps, n_warmup,
+                     precision=p, model_cfg=dataclasses.replace(model_cfg), val=val) for p in ("fp32", "bf16")]
+    reference = run_reference(folder, data, args, device, peak, n_steps, n_warmup, val=val)
+    epoch = run_profile_epoch(profile, overrides, args.seed, device)
+    for row in (*rows, epoch):
+        row["speedup_vs_reference"] = reference["epoch_seconds"] / row["epoch_seconds"]
+        row["samples_per_s_ratio_vs_reference"] = row["samples_per_s"] / reference["samples_per_s"]
+    epoch["speedup_vs_reference_with_caching"] = reference["epoch_seconds"] / (epoch["epoch_seconds"]
+                                                                               + epoch["prefix_seconds"])
+    settings = {"profile": profile, "model": folder,
+                "train_rows": {"ag_news": len(ag.train), "conll": len(conll.train)},
+                "val_rows": {"ag_news": len(ag.val), "conll": len(conll.val)}, "steps": n_steps, "warmup": n_warmup,
+                "max_length": MAX_LENGTH,
+                "epoch": "timed-step rows: the epoch's processed tokens under each design's batching and padding "
+                         "(counted exactly from the train rows) / the processed tokens/s of the timed steps; the "
+                         "profile row: one real epoch, timed by fit()",
+                "val": "each row's validation scores after its own steps (max length 128)"}
+    return {"rows": [*rows, reference, epoch], "settings": settings}
 
 
 def main(argv=None) -> dict:
@@ -226,6 +329,16 @@ def main(argv=None) -> dict:
     from mtst.runs import environment
 
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    if args.real:
+        result = measured(args, device)
+        record = {"bench": "train-real", "tiny": args.tiny, "device": device.type,
+                  "device_name": device_peak(device)[0], "environment": environment(device),
+                  "settings": result["settings"], "results": result["rows"]}
+        path = Path(args.out) / f"train-real-{'tiny-' if args.tiny else ''}{device.type}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote {path}")
+        return record
     cpu = device.type == "cpu"
     n_steps = args.steps or (10 if cpu else 30)
     n_warmup = args.warmup if args.warmup is not None else (2 if cpu else 5)

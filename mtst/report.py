@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from .config import AG_NEWS_OFFICIAL_TRAIN_ROWS
-from .runs import METRICS, SCORES, group_stats, load_runs, mean_std, read_json, summarize
+from .runs import METRICS, group_stats, load_anchors, load_runs, mean_std, read_json, summarize
 
 
 def _pct(x) -> str:
@@ -158,15 +158,6 @@ def data_facts(summary: dict, runs: dict) -> str:
             f"the official test sets: AG News {test['ag_news']:,} rows, CoNLL-2003 {test['conll']:,} sentences.")
 
 
-def load_anchors(path: Path) -> dict:
-    """The published figures and targets of ``docs/anchors.json``, their metric names checked."""
-    anchors = json.loads(path.read_text())
-    for entry in anchors["anchors"] + anchors["targets"]["minimums"]:
-        if entry["metric"] not in SCORES:
-            raise ValueError(f"{path}: unknown metric {entry['metric']!r}; use one of {SCORES}")
-    return anchors
-
-
 def versus_reference(summary: dict, anchors: dict) -> str:
     """Ours against the reference design and the project's targets; pass/fail computed on the mean."""
     group = summary["groups"][summary["headline"]]
@@ -232,6 +223,12 @@ def task3_table(summary: dict, results: Path) -> str:
                      f"| {_pm(g, 'conll_test_coarse_token_accuracy')} | {first['epochs_configured']} "
                      f"| {_pm(g, 'wall_seconds')} | {'–' if cpu is None else f'{cpu:.0f}'} | {params} "
                      f"| {plan.get(label.removeprefix('task3/'), {}).get('what', '')} |")
+    prefix, runs = read_json(results / "runs" / "task3" / "prefix-cache.json"), study.values()
+    lines.append(f"\nThe study so far: {len(study)} runs, {sum(r['wall_seconds'] for r in runs):,.0f} wall s and "
+                 f"{sum(r['cpu_seconds'] or 0 for r in runs):,.0f} CPU s, and the shared prefix pass: " + (
+                     "its cost is not recorded (`scripts/study.py --cache-only` with an empty cache measures it)."
+                     if not prefix or prefix["from_cache"] else f"{prefix['wall_seconds']:,.0f} wall s, "
+                     f"{prefix['cpu_seconds']:,.0f} CPU s (depths {', '.join(map(str, prefix['depths']))})."))
     if missing := [row for row in plan if f"task3/{row}" not in members]:
         lines.append(f"\nNot run yet: {', '.join(missing)} (`make study` goes on where it stopped).")
     if (results / "task3.png").is_file():

@@ -276,3 +276,12 @@ def summarize(runs: dict[str, dict]) -> dict:
     if not any(r["device"].startswith("cuda") for r in rows.values()):
         out["gpu_runs"] = "not run yet: no GPU was available to the sessions that produced these results"
     return out
+
+
+def load_anchors(path: Path) -> dict:
+    """The published figures and targets of ``docs/anchors.json``, their metric names checked."""
+    anchors = json.loads(path.read_text())
+    for entry in anchors["anchors"] + anchors["targets"]["minimums"]:
+        if entry["metric"] not in SCORES:
+            raise ValueError(f"{path}: unknown metric {entry['metric']!r}; use one of {SCORES}")
+    return anchors

@@ -120,6 +120,32 @@ def check_train(record: dict) -> None:
             assert "speedup_vs_reference" not in row
 
 
+def check_train_real(record: dict) -> None:
+    """Measured, not projected: each timed row ran its steps and then scored the validation sets;
+    the profile row is one real epoch; every ratio follows from the rows."""
+    rows, settings = record["results"], record["settings"]
+    reference = next(r for r in rows if r["design"] == "reference")
+    epoch = next(r for r in rows if "profile" in r)
+    assert [r["precision"] for r in rows if r["design"] == "mtst" and "profile" not in r] == ["fp32", "bfloat16"]
+    assert record["tiny"] or settings["steps"] >= 200
+    for row in rows:
+        assert 0 <= row["val"]["ag_news_accuracy"] <= 1 and 0 <= row["val"]["conll_coarse_token_accuracy"] <= 1
+        if row is epoch:
+            assert row["val"]["after_steps"] == row["steps"]
+            assert row["samples_per_s"] == approx(sum(row["examples"].values()) / row["epoch_seconds"])
+        else:
+            assert row["steps"] == settings["steps"] and row["val"]["after_steps"] == settings["steps"] + \
+                settings["warmup"]
+            assert row["epoch_seconds"] == approx(row["epoch_processed_tokens"] / row["processed_tokens_per_s"])
+        if row is not reference:
+            assert row["speedup_vs_reference"] == approx(reference["epoch_seconds"] / row["epoch_seconds"])
+    assert epoch["speedup_vs_reference_with_caching"] == approx(
+        reference["epoch_seconds"] / (epoch["epoch_seconds"] + epoch["prefix_seconds"]))
+
+
+CHECKS = {"encode": check_encode, "train": check_train, "train-real": check_train_real}
+
+
 def check_keys(committed: dict, written: dict) -> None:
     """``committed`` has the keys a fresh run of the same script writes, no more and no fewer."""
     if committed["bench"] == "encode":  # every contender, ours or a peer, carries the same keys
@@ -138,10 +164,11 @@ def written(tmp_path_factory) -> dict:
              for m in encode_modes(json.loads((COMMITTED / name).read_text()))}
     run_bench("encode.py", out, "--tiny", "--device", "cpu", "--modes", ",".join(sorted(modes | {"exact", "bf16"})))
     run_bench("train.py", out, "--tiny", "--device", "cpu")
+    run_bench("train.py", out, "--tiny", "--real", "--device", "cpu")
     subprocess.run([sys.executable, str(ROOT / "bench" / "summary.py"), "--dir", str(out), "--tiny"],
                    check=True, cwd=ROOT, capture_output=True, timeout=60)
     return {kind: json.loads((out / f"{kind}-tiny{'' if kind == 'summary' else '-cpu'}.json").read_text())
-            for kind in ("encode", "train", "summary")}
+            for kind in ("encode", "train", "train-real", "summary")}
 
 
 @pytest.mark.slow
@@ -150,6 +177,10 @@ def test_tiny_runs_write_consistent_records(written):
     assert encode["tiny"] and encode["settings"]["batch_size"] == 32 and encode["environment"]["packages"]["torch"]
     check_encode(encode)
     check_train(train)
+    check_train_real(written["train-real"])
+    epoch = next(r for r in written["train-real"]["results"] if "profile" in r)
+    assert summary["train_measured_speedup_vs_reference_cpu"] == epoch["speedup_vs_reference"]
+    assert summary["train_measured_epoch_seconds_cpu"] == epoch["epoch_seconds"]
     ours = next(r for r in train["results"] if r["design"] == "mtst")
     assert summary["encode_exact_speedup_vs_st_cpu"] == encode["results"]["exact"]["speedup_vs_st"]
     fast = encode["results"][encode["fast_mode"]]
@@ -176,7 +207,7 @@ def test_committed_record_has_the_keys_the_code_writes(written, name):
 def test_committed_record_is_consistent(name):
     record = json.loads((COMMITTED / name).read_text())
     assert not record["tiny"] and record["device"] in name
-    (check_encode if record["bench"] == "encode" else check_train)(record)
+    CHECKS[record["bench"]](record)
 
 
 def test_committed_summary_is_what_summary_py_computes():
@@ -205,3 +236,17 @@ def test_the_checks_catch_wrong_records():
         wrong["results"][0][field] *= factor
         with pytest.raises(AssertionError):
             check_train(wrong)
+
+
+@pytest.mark.slow
+def test_the_measured_train_check_catches_wrong_records(written):
+    record = written["train-real"]
+    check_train_real(record)
+    for edit in (lambda r: r["results"][-1].update(speedup_vs_reference=r["results"][-1]["speedup_vs_reference"] * 2),
+                 lambda r: r["results"][0]["val"].update(after_steps=1),
+                 lambda r: r["results"][-1].update(samples_per_s=r["results"][-1]["samples_per_s"] * 1.5),
+                 lambda r: r.update(tiny=False)):  # a real record must time 200 steps or more
+        wrong = copy.deepcopy(record)
+        edit(wrong)
+        with pytest.raises(AssertionError):
+            check_train_real(wrong)

@@ -244,3 +244,12 @@ def test_task3_table_follows_the_study_plan_with_costs_and_what_is_missing(root)
     assert rows == ["top2", "probe"]  # the plan's order, not the alphabet's
     assert re.search(r"^\| task3/top2 \|.*\| 2 \|.*\| 200 \| 14,180,000 \| top 2 layers train \|$", writeup, re.M)
     assert "Not run yet: ner-only" in writeup and "(results/task3.png)" in writeup
+    assert "The study so far: 3 runs, 300 wall s and 430 CPU s, and the shared prefix pass: its cost is not" in writeup
+    prefix = {"depths": [8, 12], "from_cache": False, "wall_seconds": 1234.4, "cpu_seconds": 2000.0}
+    (root / "results" / "runs" / "task3" / "prefix-cache.json").write_text(json.dumps(prefix))
+    write_report(root)
+    assert "prefix pass: 1,234 wall s, 2,000 CPU s (depths 8, 12)." in (root / "writeup.md").read_text()
+    prefix["from_cache"] = True  # a read of a cache built before: not the study's cost
+    (root / "results" / "runs" / "task3" / "prefix-cache.json").write_text(json.dumps(prefix))
+    write_report(root)
+    assert "prefix pass: its cost is not recorded" in (root / "writeup.md").read_text()

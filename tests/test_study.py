@@ -44,3 +44,14 @@ def test_the_plot_reads_the_study_groups_of_the_summary(tmp_path):
     summary["groups"] = {"cpu": summary["groups"]["cpu"]}
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     assert not study.plot(tmp_path / "summary.json", tmp_path / "none.png")
+
+
+def test_the_prefix_cost_recorded_is_the_pass_that_built_the_cache_not_a_later_read(tmp_path):
+    rows = ["probe", "top2"]  # depths 0 (every layer of the tiny model) and 2 below its top
+    study.warm_cache(rows, "smoke", tmp_path / "cache", tmp_path)
+    built = json.loads((tmp_path / "prefix-cache.json").read_text())
+    assert built["from_cache"] is False and len(built["depths"]) == 2
+    for out in (tmp_path, tmp_path / "later"):  # every depth now read from the cache: no record of that read
+        study.warm_cache(rows, "smoke", tmp_path / "cache", out)
+    assert json.loads((tmp_path / "prefix-cache.json").read_text()) == built
+    assert not (tmp_path / "later" / "prefix-cache.json").exists()
