@@ -40,7 +40,7 @@ seeds: model
 	done
 	$(PY) -m mtst report
 
-# Task 3: every freezing strategy on one budget (scripts/study.py; about 3 CPU-hours on 2 AMX cores).
+# Task 3: every freezing strategy on one budget (scripts/study.py; each row's wall and CPU seconds are in the writeup).
 # A finished row is kept and an interrupted one resumes, so it may span several sessions.
 study: model
 	$(PY) scripts/study.py

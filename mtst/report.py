@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from .config import AG_NEWS_OFFICIAL_TRAIN_ROWS
-from .runs import METRICS, group_stats, load_anchors, load_runs, mean_std, read_json, summarize
+from .runs import METRICS, group_stats, load_anchors, load_runs, mean_std, read_json, study_conclusions, summarize
 
 
 def _pct(x) -> str:
@@ -231,6 +231,9 @@ def task3_table(summary: dict, results: Path) -> str:
                      f"{prefix['cpu_seconds']:,.0f} CPU s (depths {', '.join(map(str, prefix['depths']))})."))
     if missing := [row for row in plan if f"task3/{row}" not in members]:
         lines.append(f"\nNot run yet: {', '.join(missing)} (`make study` goes on where it stopped).")
+    found = study_conclusions(results / "task3.md", study)
+    lines.append("\nWhat the rows show, computed from them (`scripts/study.py --report`):\n\n" + found if found else
+                 "\n_Conclusions: not computed from these rows yet (`scripts/study.py --report`)._")
     if (results / "task3.png").is_file():
         lines.append("\n![Task 3: test scores against trainable parameters and wall time](results/task3.png)")
     return "\n".join(lines)

@@ -285,3 +285,11 @@ def load_anchors(path: Path) -> dict:
         if entry["metric"] not in SCORES:
             raise ValueError(f"{path}: unknown metric {entry['metric']!r}; use one of {SCORES}")
     return anchors
+
+
+def study_conclusions(path: Path, runs) -> str | None:
+    """The conclusions ``scripts/study.py --report`` computed (``results/task3.md``), or None when they
+    are missing or were computed from other runs than ``runs`` (stale: a row finished since)."""
+    text = path.read_text() if path.is_file() else ""
+    first, _, body = text.partition("\n")
+    return body.rstrip() if first == f"<!-- runs: {' '.join(sorted(runs))} -->" else None

@@ -141,6 +141,62 @@ def plot(summary_file: Path, path: Path) -> bool:
     return True
 
 
+SCORES = {"ag_news_test_accuracy": "AG News accuracy", "conll_test_entity_f1": "entity F1"}
+
+
+def conclusions(summary: dict) -> str:
+    """The Task 3 conclusions, every number computed from the study's rows in ``summary`` (a row not
+    finished yet drops the sentences that need it). A difference counts only where both rows have
+    several seeds and it exceeds twice the larger of their two standard deviations."""
+    rows = {g.removeprefix("task3/"): stats for g, stats in summary["groups"].items() if g.startswith("task3/")}
+
+    def pts(row, key):
+        return f"{100 * rows[row]['mean'][key]:.2f}"
+
+    def versus(row, base, key):
+        """``row`` against ``base`` on ``key``: the difference in points, and whether seeds can tell it."""
+        diff = 100 * (rows[row]["mean"][key] - rows[base]["mean"][key])
+        if min(rows[row]["n"], rows[base]["n"]) < 2:
+            verdict = "one seed: no spread to judge it by yet"
+        else:
+            noise = 100 * max(rows[row]["std"][key], rows[base]["std"][key])
+            verdict = f"{'within' if abs(diff) <= 2 * noise else 'beyond'} twice the seed spread, {noise:.2f}"
+        return f"{diff:+.2f} points on {SCORES[key]} ({pts(row, key)} against {pts(base, key)}; {verdict})"
+
+    def have(*names):
+        return all(n in rows for n in names)
+
+    out = []
+    depth = [r for r in ("probe", "top2", "top4", "top6", "full") if r in rows]
+    if len(depth) > 1:
+        out.append("How deep to train: " + "; ".join(
+            f"{SCORES[key]} " + " → ".join(f"{pts(r, key)} ({r})" for r in depth) for key in SCORES)
+            + ". Wall seconds: " + ", ".join(f"{rows[r]['mean']['wall_seconds']:,.0f} ({r})" for r in depth) + ".")
+    base = BASE
+    for row, what in (("ag-only", "AG News alone against both tasks together"),
+                      ("ner-only", "CoNLL NER alone against both tasks together")):
+        key = "ag_news_test_accuracy" if row == "ag-only" else "conll_test_entity_f1"
+        if have(row, base):
+            out.append(f"Multi-task effect ({what}, {base}): the multi-task model is "
+                       f"{versus(base, row, key)}.")
+    for row, what in (("round-robin", "round-robin sampling"), ("temperature", "temperature sampling"),
+                      ("uncertainty", "uncertainty loss weights"), ("no-casing", "no casing features"),
+                      ("crf", "a CRF"), ("layer-mix", "a mix of the last layers"), ("lora", "LoRA"),
+                      ("gradual", "gradual unfreezing"), ("cls-head-frozen", "the topic head frozen"),
+                      ("ner-head-frozen", "the NER head frozen")):
+        if have(row, base):
+            out.append(f"{what[0].upper() + what[1:]} against {base}: "
+                       f"{versus(row, base, 'ag_news_test_accuracy')}, {versus(row, base, 'conll_test_entity_f1')}.")
+    if rows:
+        mean = {r: sum(st["mean"][k] for k in SCORES) / 2 for r, st in rows.items()
+                if all(st["mean"][k] is not None for k in SCORES)}
+        best = max(mean, key=mean.get)
+        out.append(f"Best on this budget, by the mean of AG News accuracy and entity F1: {best} "
+                   f"({100 * mean[best]:.2f}), in {rows[best]['mean']['wall_seconds']:,.0f} wall seconds.")
+    runs = sorted(n for g, stats in summary["groups"].items() if g.startswith("task3/") for n in stats["runs"])
+    return f"<!-- runs: {' '.join(runs)} -->\n" + "\n".join(f"* {line}" for line in out) + "\n"
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", nargs="*", choices=sorted(ROWS), help="these rows only")
@@ -161,6 +217,8 @@ def main(argv=None) -> None:
         return
     if args.report:
         print("plot:", plot(ROOT / "results" / "summary.json", ROOT / "results" / "task3.png"))
+        (ROOT / "results" / "task3.md").write_text(conclusions(json.loads((ROOT / "results" / "summary.json")
+                                                                           .read_text())))
         return
     write_plan(Path(args.out))
     warm_cache(rows, args.profile, Path(args.cache_dir), Path(args.out))

@@ -249,6 +249,16 @@ def test_task3_table_follows_the_study_plan_with_costs_and_what_is_missing(root)
     (root / "results" / "runs" / "task3" / "prefix-cache.json").write_text(json.dumps(prefix))
     write_report(root)
     assert "prefix pass: 1,234 wall s, 2,000 CPU s (depths 8, 12)." in (root / "writeup.md").read_text()
+    assert "_Conclusions: not computed from these rows yet" in (root / "writeup.md").read_text()
+    task3 = "* Top 2 beats the probe.\n"
+    (root / "results" / "task3.md").write_text("<!-- runs: task3/probe-s42 task3/top2-s42 -->\n" + task3)
+    write_report(root)
+    assert "Top 2 beats" not in (root / "writeup.md").read_text()  # computed before top2-s43 finished: stale
+    (root / "results" / "task3.md").write_text("<!-- runs: task3/probe-s42 task3/top2-s42 task3/top2-s43 -->\n"
+                                               + task3)
+    write_report(root)
+    assert "computed from them (`scripts/study.py --report`):\n\n* Top 2 beats the probe." in \
+        (root / "writeup.md").read_text()
     prefix["from_cache"] = True  # a read of a cache built before: not the study's cost
     (root / "results" / "runs" / "task3" / "prefix-cache.json").write_text(json.dumps(prefix))
     write_report(root)
