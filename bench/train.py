@@ -50,8 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-sizes", help="ours, examples per task batch (default: 16 on CPU, 32,128,256,512 on CUDA)")
     p.add_argument("--reference-batch-size", type=int, default=16)
-    p.add_argument("--steps", type=int, help="timed steps per configuration (default: 10 CPU, 30 CUDA)")
-    p.add_argument("--warmup", type=int, help="untimed steps first (default: 2 CPU, 5 CUDA)")
+    p.add_argument("--steps", type=int, help="timed steps per configuration (10 CPU, 30 CUDA; 200 with --real)")
+    p.add_argument("--warmup", type=int, help="untimed steps first (default: 2 CPU, 5 CUDA; 5 with --real)")
     p.add_argument("--precision", default="auto", help="ours: auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16")
     p.add_argument("--attention", default="sdpa", choices=("sdpa", "eager"))
     p.add_argument("--also-eager", action="store_true", help="ours with eager attention too, at the first batch size")
@@ -301,17 +301,8 @@ def measured(args, device) -> dict:
         n_steps, n_warmup = min(n_steps, 3), min(n_warmup, 1)
     ag, conll = load_ag_news(data_cfg), load_conll(data_cfg)
     data, val = (ag.train, conll.train), (ag.val, conll.val)
-    _, peak = device_peak(device)
-    rows = [run_ours(folder, data, train_cfg.batch_size, "sdpa", args, device, peak, n_steps, n_warmup,
-                     precision=p, model_cfg=dataclasses.replace(model_cfg), val=val) for p in ("fp32", "bf16")]
-    reference = run_reference(folder, data, args, device, peak, n_steps, n_warmup, val=val)
-    epoch = run_profile_epoch(profile, overrides, args.seed, device)
-    for row in (*rows, epoch):
-        row["speedup_vs_reference"] = reference["epoch_seconds"] / row["epoch_seconds"]
-        row["samples_per_s_ratio_vs_reference"] = row["samples_per_s"] / reference["samples_per_s"]
-    epoch["speedup_vs_reference_with_caching"] = reference["epoch_seconds"] / (epoch["epoch_seconds"]
-                                                                               + epoch["prefix_seconds"])
-    settings = {"profile": profile, "model": folder,
+    device_name, peak = device_peak(device)
+    settings = {"profile": profile, "model": folder, "device_name": device_name,
                 "train_rows": {"ag_news": len(ag.train), "conll": len(conll.train)},
                 "val_rows": {"ag_news": len(ag.val), "conll": len(conll.val)}, "steps": n_steps, "warmup": n_warmup,
                 "max_length": MAX_LENGTH,
@@ -319,6 +310,29 @@ def measured(args, device) -> dict:
                          "(counted exactly from the train rows) / the processed tokens/s of the timed steps; the "
                          "profile row: one real epoch, timed by fit()",
                 "val": "each row's validation scores after its own steps (max length 128)"}
+    configurations = {
+        **{f"mtst {p}": lambda p=p: run_ours(folder, data, train_cfg.batch_size, "sdpa", args, device, peak, n_steps,
+                                            n_warmup, precision=p, model_cfg=model_cfg, val=val)
+           for p in ("fp32", "bf16")},
+        "reference": lambda: run_reference(folder, data, args, device, peak, n_steps, n_warmup, val=val),
+        "profile epoch": lambda: run_profile_epoch(profile, overrides, args.seed, device)}
+    # A long run on a CPU may be interrupted: each finished configuration is kept in a partial record
+    # (same settings, same CPU) and not run again; each row says when it was measured.
+    partial = Path(args.out) / f"train-real-{'tiny-' if args.tiny else ''}{device.type}.partial.json"
+    kept = json.loads(partial.read_text()) if partial.is_file() else {}
+    done = kept.get("rows", {}) if kept.get("settings") == settings else {}
+    for name, run in configurations.items():
+        if name not in done:
+            done[name] = {**run(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps({"settings": settings, "rows": done}, indent=2) + "\n")
+    *rows, reference, epoch = (done[name] for name in configurations)
+    for row in (*rows, epoch):
+        row["speedup_vs_reference"] = reference["epoch_seconds"] / row["epoch_seconds"]
+        row["samples_per_s_ratio_vs_reference"] = row["samples_per_s"] / reference["samples_per_s"]
+    epoch["speedup_vs_reference_with_caching"] = reference["epoch_seconds"] / (epoch["epoch_seconds"]
+                                                                               + epoch["prefix_seconds"])
+    partial.unlink()
     return {"rows": [*rows, reference, epoch], "settings": settings}
 
 

@@ -250,3 +250,18 @@ def test_the_measured_train_check_catches_wrong_records(written):
         edit(wrong)
         with pytest.raises(AssertionError):
             check_train_real(wrong)
+
+
+@pytest.mark.slow
+def test_an_interrupted_measured_run_keeps_what_it_finished(written, tmp_path):
+    record = written["train-real"]
+    reference = next(r for r in record["results"] if r["design"] == "reference")
+    kept = {**reference, "samples_per_s": 123.0, "epoch_seconds": 1000.0}  # as if measured before the stop
+    partial = tmp_path / "train-real-tiny-cpu.partial.json"
+    partial.write_text(json.dumps({"settings": record["settings"], "rows": {"reference": kept}}))
+    run_bench("train.py", tmp_path, "--tiny", "--real", "--device", "cpu")
+    again = json.loads((tmp_path / "train-real-tiny-cpu.json").read_text())
+    rows = {r["name"]: r for r in again["results"]}
+    assert rows[reference["name"]]["samples_per_s"] == 123.0 and not partial.exists()
+    epoch = next(r for r in again["results"] if "profile" in r)
+    assert epoch["speedup_vs_reference"] == approx(1000.0 / epoch["epoch_seconds"])
