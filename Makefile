@@ -8,7 +8,7 @@ SEEDS   ?= 42 43 44
 SEED_PROFILE ?= cpu
 ARTIFACT ?= results/runs/cpu-s42/artifact
 
-.PHONY: setup model run test lint demo seeds study export clean
+.PHONY: setup model run test lint demo seeds study examples export clean
 
 setup: .venv/.installed
 
@@ -38,6 +38,12 @@ seeds: model
 	    --record-dir results/runs/$(SEED_PROFILE)-s$$s \
 	    --set train.seed=$$s --reuse || exit 1; \
 	done
+	$(PY) scripts/examples.py --artifact $(ARTIFACT)
+	$(PY) -m mtst report
+
+# Real test examples through the shipped artifact (results/examples.md, shown in the writeup).
+examples: model
+	$(PY) scripts/examples.py --artifact $(ARTIFACT)
 	$(PY) -m mtst report
 
 # Task 3: every freezing strategy on one budget (scripts/study.py; each row's wall and CPU seconds are in the writeup).
