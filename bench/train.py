@@ -133,8 +133,9 @@ def load_train_data(data_dir: Path, seed: int) -> tuple[list, list]:
 
 
 def run_ours(folder: str, data, batch_size: int, attention: str, args, device, peak, n_steps, n_warmup,
-             precision: str | None = None, model_cfg=None, val=None) -> dict:
-    """Time ``n_steps`` of ``train_step`` (after ``n_warmup``); with ``val`` (AG News rows, CoNLL
+             precision: str | None = None, model_cfg=None, train_cfg=None, val=None) -> dict:
+    """Time ``n_steps`` of ``train_step`` (after ``n_warmup``), every parameter training (``train_cfg``:
+    learning rates and the rest, default ``TrainConfig()``); with ``val`` (AG News rows, CoNLL
     sentences), score the model on them afterwards."""
     from mtst.config import ModelConfig, TrainConfig
     from mtst.distributed import autocast_dtype
@@ -156,7 +157,8 @@ def run_ours(folder: str, data, batch_size: int, attention: str, args, device, p
 
     features = featurise(model.tokenizer, model.ner_labels, ag, conll)
     prep_seconds = time.perf_counter() - start
-    cfg = TrainConfig(batch_size=batch_size, device=device.type, precision=precision)
+    cfg = dataclasses.replace(train_cfg or TrainConfig(), batch_size=batch_size, device=device.type,
+                              precision=precision, trainable_layers=None, freeze="none")
     weights = LossWeights(cfg.loss_weighting, cfg.task_weights).to(device)
     optimizer = build_optimizer(model, weights, cfg, device)
     dtype = autocast_dtype(device, cfg.precision)
@@ -312,7 +314,8 @@ def measured(args, device) -> dict:
                 "val": "each row's validation scores after its own steps (max length 128)"}
     configurations = {
         **{f"mtst {p}": lambda p=p: run_ours(folder, data, train_cfg.batch_size, "sdpa", args, device, peak, n_steps,
-                                            n_warmup, precision=p, model_cfg=model_cfg, val=val)
+                                            n_warmup, precision=p, model_cfg=model_cfg, train_cfg=train_cfg,
+                                            val=val)
            for p in ("fp32", "bf16")},
         "reference": lambda: run_reference(folder, data, args, device, peak, n_steps, n_warmup, val=val),
         "profile epoch": lambda: run_profile_epoch(profile, overrides, args.seed, device)}
