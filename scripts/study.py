@@ -65,6 +65,11 @@ ROWS = {
 }
 
 
+# Rows that keep the base strategy's trainable parameters and change something else.
+VARIANTS = {row for row, (_, sets, _) in ROWS.items() if sets[: len(TOP4)] == TOP4 and row != BASE
+            and not any(o.startswith("train.freeze=") for o in sets)}
+
+
 def overrides(row: str, seed: int, runs: Path = ROOT / "runs") -> list[str]:
     """The ``--set`` arguments of one run (``runs``: where the checkpoints are, for ``init_from``)."""
     return [f"train.epochs={EPOCHS}", f"train.seed={seed}", *(o.format(seed=seed, runs=runs) for o in ROWS[row][1])]
@@ -128,9 +133,20 @@ def plot(summary_file: Path, path: Path) -> bool:
             points = [(params[row] if j == 0 else stats["mean"]["wall_seconds"], 100 * stats["mean"][key], row)
                       for row, (_, stats) in rows.items() if stats["mean"][key] is not None]
             points = [p for p in points if p[0] is not None]
-            ax.scatter([x for x, _, _ in points], [y for _, y, _ in points], color=f"C{i}")
-            for x, y, row in points:
-                ax.annotate(row, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+            # The variants of the base strategy (sampling, weighting, NER head, one task) train as many
+            # parameters as it does: smaller grey crosses, labels staggered so they stay readable.
+            for variant in (False, True):
+                some = [p for p in points if (p[2] in VARIANTS) == variant]
+                ax.scatter([x for x, _, _ in some], [y for _, y, _ in some], color="grey" if variant else f"C{i}",
+                           marker="x" if variant else "o", s=20 if variant else 36,
+                           label=f"variants of {BASE}" if variant else "strategies")
+                for k, (x, y, row) in enumerate(sorted(some, key=lambda p: -p[1])):
+                    left = variant and j == 0  # beside the base strategy's column, on its left
+                    ax.annotate(row, (x, y), textcoords="offset points", fontsize=6 if variant else 7,
+                                xytext=((-5 if left else 5), 8 - 6 * (k % 4)) if variant else (4, 3),
+                                ha="right" if left else "left")
+            if i == 0 and j == 0:
+                ax.legend(fontsize=7, loc="lower right")
             ax.set(xscale="symlog" if j == 0 else "linear", ylabel=name if j == 0 else None,
                    xlabel=label if i == 1 else None)
             ax.grid(alpha=0.3)
