@@ -198,7 +198,8 @@ def conclusions(summary: dict) -> str:
     for row, what in (("round-robin", "round-robin sampling"), ("temperature", "temperature sampling"),
                       ("uncertainty", "uncertainty loss weights"), ("no-casing", "no casing features"),
                       ("crf", "a CRF"), ("layer-mix", "a mix of the last layers"), ("lora", "LoRA"),
-                      ("gradual", "gradual unfreezing"), ("cls-head-frozen", "the topic head frozen (both heads from the probe)"),
+                      ("gradual", "gradual unfreezing"),
+                      ("cls-head-frozen", "the topic head frozen (both heads from the probe)"),
                       ("ner-head-frozen", "the NER head frozen (both heads from the probe)")):
         if have(row, base):
             out.append(f"{what[0].upper() + what[1:]} against {base}: "
