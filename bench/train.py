@@ -183,7 +183,7 @@ def run_ours(folder: str, data, batch_size: int, attention: str, args, device, p
             real += sum(int(b["attention_mask"].sum()) for b in collated.values())
             processed += sum(b["input_ids"].numel() for b in collated.values())
     n_params = non_embedding_params(model.encoder.backbone, model.heads)
-    label = str(dtype).removeprefix("torch.") if dtype else "fp32"
+    label = dtype_name(dtype)
     row = summarise(f"mtst bs{batch_size} {attention} {label}", times, samples, real, processed, epoch_tokens,
                     n_params, peak, device, {"design": "mtst", "batch_size": batch_size, "attention": attention,
                                              "precision": label, "pretokenise_seconds": prep_seconds,
@@ -249,6 +249,7 @@ def run_profile_epoch(profile: str, overrides: list[str], seed: int, device) -> 
     cache: the epoch's seconds as ``fit`` records them, the prefix caching before it, samples/s and
     real tokens/s, and the validation scores ``fit`` computes after the epoch."""
     from mtst.config import load_configs
+    from mtst.distributed import autocast_dtype
     from mtst.experiment import build_model, build_task_data
     from mtst.train import evaluate, fit
 
@@ -266,7 +267,7 @@ def run_profile_epoch(profile: str, overrides: list[str], seed: int, device) -> 
     real = sum(n * statistics.fmean(data[t].train.lengths) for t, n in examples.items())
     row = {"name": f"mtst {profile} profile epoch", "design": "mtst", "profile": profile,
            "trainable_layers": train_cfg.trainable_layers, "batch_size": train_cfg.batch_size,
-           "precision": str(autocast_dtype_name(device, train_cfg.precision)), "steps": epoch["step"],
+           "precision": dtype_name(autocast_dtype(device, train_cfg.precision)), "steps": epoch["step"],
            "epoch_seconds": epoch["seconds"], "prefix_seconds": history.prefix_seconds,
            "pretokenise_seconds": prep_seconds, "samples_per_s": sum(examples.values()) / epoch["seconds"],
            "real_tokens_per_s": real / epoch["seconds"], "examples": examples,
@@ -278,10 +279,8 @@ def run_profile_epoch(profile: str, overrides: list[str], seed: int, device) -> 
     return row
 
 
-def autocast_dtype_name(device, precision: str) -> str:
-    from mtst.distributed import autocast_dtype
-
-    dtype = autocast_dtype(device, precision)
+def dtype_name(dtype) -> str:
+    """An autocast dtype as the records name it: ``bfloat16``, ``float16``, or ``fp32`` for none."""
     return str(dtype).removeprefix("torch.") if dtype else "fp32"
 
 
@@ -349,7 +348,7 @@ def main(argv=None) -> dict:
     if args.real:
         result = measured(args, device)
         record = {"bench": "train-real", "tiny": args.tiny, "device": device.type,
-                  "device_name": device_peak(device)[0], "environment": environment(device),
+                  "device_name": result["settings"]["device_name"], "environment": environment(device),
                   "settings": result["settings"], "results": result["rows"]}
         path = Path(args.out) / f"train-real-{'tiny-' if args.tiny else ''}{device.type}.json"
         path.parent.mkdir(parents=True, exist_ok=True)

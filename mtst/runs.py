@@ -287,9 +287,14 @@ def load_anchors(path: Path) -> dict:
     return anchors
 
 
+def study_stamp(runs) -> str:
+    """The first line of ``results/task3.md``: the runs its conclusions were computed from."""
+    return f"<!-- runs: {' '.join(sorted(runs))} -->"
+
+
 def study_conclusions(path: Path, runs) -> str | None:
     """The conclusions ``scripts/study.py --report`` computed (``results/task3.md``), or None when they
     are missing or were computed from other runs than ``runs`` (stale: a row finished since)."""
     text = path.read_text() if path.is_file() else ""
     first, _, body = text.partition("\n")
-    return body.rstrip() if first == f"<!-- runs: {' '.join(sorted(runs))} -->" else None
+    return body.rstrip() if first == study_stamp(runs) else None

@@ -210,8 +210,10 @@ def conclusions(summary: dict) -> str:
         best = max(mean, key=mean.get)
         out.append(f"Best on this budget, by the mean of AG News accuracy and entity F1: {best} "
                    f"({100 * mean[best]:.2f}), in {rows[best]['mean']['wall_seconds']:,.0f} wall seconds.")
-    runs = sorted(n for g, stats in summary["groups"].items() if g.startswith("task3/") for n in stats["runs"])
-    return f"<!-- runs: {' '.join(runs)} -->\n" + "\n".join(f"* {line}" for line in out) + "\n"
+    from mtst.runs import study_stamp
+
+    stamp = study_stamp(n for stats in rows.values() for n in stats["runs"])
+    return stamp + "\n" + "\n".join(f"* {line}" for line in out) + "\n"
 
 
 def main(argv=None) -> None:
