@@ -6,6 +6,7 @@ and the top-level ``loss_plot.png``, all generated from the run records under ``
 import json
 import re
 import shutil
+import statistics
 from pathlib import Path
 
 from .config import AG_NEWS_OFFICIAL_TRAIN_ROWS
@@ -20,9 +21,7 @@ def _pm(group: dict, key: str) -> str:
     """``mean ± std`` of one metric over a group's seeds, in percent (seconds for wall time)."""
     mean, std = group["mean"][key], group["std"][key]
     fmt = (lambda v: f"{v:.0f}") if key == "wall_seconds" else _pct
-    if mean is None:
-        return "–"
-    return fmt(mean) if std is None else f"{fmt(mean)} ± {fmt(std)}"
+    return "–" if mean is None else fmt(mean) if std is None else f"{fmt(mean)} ± {fmt(std)}"
 
 
 def seeds_sentence(name: str, group: dict) -> str:
@@ -213,15 +212,17 @@ def task3_table(summary: dict, results: Path) -> str:
         members.setdefault(r["group"] or name, []).append(name)
     order = {f"task3/{row}": i for i, row in enumerate(plan)}
     lines = ["| strategy run | freeze | trainable layers | seeds | AG test acc | CoNLL entity F1 | token acc "
-             "(5 coarse) | epochs | wall s | CPU s | trainable params | what it changes |", "| --- " * 12 + "|"]
+             "(5 coarse) | epochs | wall s (median) | CPU s (mean) | trainable params | what it changes |",
+             "| --- " * 12 + "|"]
     for label, names in sorted(members.items(), key=lambda item: (order.get(item[0], len(order)), item[0])):
         first, g = study[names[0]], group_stats(names, study, [])
-        cpu, layers = mean_std([study[n]["cpu_seconds"] for n in names])[0], first["trainable_layers"]
-        params = "–" if first["trainable_parameters"] is None else f"{first['trainable_parameters']:,}"
+        wall, cpu = statistics.median(study[n]["wall_seconds"] for n in names), mean_std(
+            [study[n]["cpu_seconds"] for n in names])[0]
+        layers, params = first["trainable_layers"], first["trainable_parameters"]
         lines.append(f"| {label} | {first['freeze']} | {'all' if layers is None else layers} | {g['n']} "
                      f"| {_pm(g, 'ag_news_test_accuracy')} | {_pm(g, 'conll_test_entity_f1')} "
-                     f"| {_pm(g, 'conll_test_coarse_token_accuracy')} | {first['epochs_configured']} "
-                     f"| {_pm(g, 'wall_seconds')} | {'–' if cpu is None else f'{cpu:.0f}'} | {params} "
+                     f"| {_pm(g, 'conll_test_coarse_token_accuracy')} | {first['epochs_configured']} | {wall:.0f} "
+                     f"| {'–' if cpu is None else f'{cpu:.0f}'} | {'–' if params is None else f'{params:,}'} "
                      f"| {plan.get(label.removeprefix('task3/'), {}).get('what', '')} |")
     prefix, runs = read_json(results / "runs" / "task3" / "prefix-cache.json"), study.values()
     lines.append(f"\nThe study so far: {len(study)} runs, {sum(r['wall_seconds'] for r in runs):,.0f} wall s and "

@@ -235,16 +235,20 @@ def test_task3_table_follows_the_study_plan_with_costs_and_what_is_missing(root)
             "ner-only": {"what": "CoNLL alone"}}
     (root / "results" / "runs" / "task3").mkdir(parents=True)
     (root / "results" / "runs" / "task3" / "plan.json").write_text(json.dumps(plan))
-    for row, seed, cpu in (("probe", 42, 30.0), ("top2", 42, 100.0), ("top2", 43, 300.0)):
-        fake_run(root, f"task3/{row}-s{seed}", seed, metrics={"cpu_seconds": cpu, "trainable_parameters": 14_180_000})
+    for row, seed, cpu, wall in (("probe", 42, 30.0, 100.0), ("top2", 42, 100.0, 100.0), ("top2", 43, 300.0, 700.0),
+                                 ("top2", 44, 200.0, 110.0)):
+        fake_run(root, f"task3/{row}-s{seed}", seed, wall=wall,
+                 metrics={"cpu_seconds": cpu, "trainable_parameters": 14_180_000})
     (root / "results" / "task3.png").write_bytes(b"png")
     write_report(root)
     writeup = (root / "writeup.md").read_text()
     rows = re.findall(r"^\| task3/(\S+) \|.*$", writeup, re.M)
     assert rows == ["top2", "probe"]  # the plan's order, not the alphabet's
-    assert re.search(r"^\| task3/top2 \|.*\| 2 \|.*\| 200 \| 14,180,000 \| top 2 layers train \|$", writeup, re.M)
+    # wall time: the median of the seeds (one of them shared the cores); CPU seconds: their mean
+    assert re.search(r"^\| task3/top2 \|.*\| 3 \|.*\| 110 \| 200 \| 14,180,000 \| top 2 layers train \|$", writeup,
+                     re.M)
     assert "Not run yet: ner-only" in writeup and "(results/task3.png)" in writeup
-    assert "The study so far: 3 runs, 300 wall s and 430 CPU s, and the shared prefix pass: its cost is not" in writeup
+    assert "The study so far: 4 runs, 1,010 wall s and 630 CPU s, and the shared prefix pass: its cost is" in writeup
     prefix = {"depths": [8, 12], "from_cache": False, "wall_seconds": 1234.4, "cpu_seconds": 2000.0}
     (root / "results" / "runs" / "task3" / "prefix-cache.json").write_text(json.dumps(prefix))
     write_report(root)
@@ -254,8 +258,8 @@ def test_task3_table_follows_the_study_plan_with_costs_and_what_is_missing(root)
     (root / "results" / "task3.md").write_text("<!-- runs: task3/probe-s42 task3/top2-s42 -->\n" + task3)
     write_report(root)
     assert "Top 2 beats" not in (root / "writeup.md").read_text()  # computed before top2-s43 finished: stale
-    (root / "results" / "task3.md").write_text("<!-- runs: task3/probe-s42 task3/top2-s42 task3/top2-s43 -->\n"
-                                               + task3)
+    (root / "results" / "task3.md").write_text("<!-- runs: task3/probe-s42 task3/top2-s42 task3/top2-s43 "
+                                               "task3/top2-s44 -->\n" + task3)
     write_report(root)
     assert "computed from them (`scripts/study.py --report`):\n\n* Top 2 beats the probe." in \
         (root / "writeup.md").read_text()

@@ -33,7 +33,8 @@ def test_the_plan_lists_every_row_in_order(tmp_path):
 def test_the_plot_reads_the_study_groups_of_the_summary(tmp_path):
     def group(ag, f1, wall):
         return {"runs": [f"task3/x-s{wall}"], "mean": {"ag_news_test_accuracy": ag, "conll_test_entity_f1": f1,
-                                                        "wall_seconds": wall}}
+                                                        "wall_seconds": wall},
+                "per_seed": {"42": {"wall_seconds": wall}}}
     summary = {"groups": {"cpu": group(0.93, 0.9, 1), "task3/top2": group(0.9, 0.8, 200),
                           "task3/probe": group(0.88, None, 20)},
                "runs": {"task3/x-s200": {"trainable_parameters": 14_000_000},
@@ -57,27 +58,31 @@ def test_the_prefix_cost_recorded_is_the_pass_that_built_the_cache_not_a_later_r
     assert not (tmp_path / "later" / "prefix-cache.json").exists()
 
 
-def stats(ag, f1, ag_std=None, f1_std=None, n=1, wall=100.0, runs=("x",)):
+def stats(ag, f1, ag_std=None, f1_std=None, n=1, walls=(100.0,), runs=("x",)):
     return {"n": n, "runs": list(runs), "mean": {"ag_news_test_accuracy": ag, "conll_test_entity_f1": f1,
-                                                 "wall_seconds": wall},
-            "std": {"ag_news_test_accuracy": ag_std, "conll_test_entity_f1": f1_std}}
+                                                 "wall_seconds": sum(walls) / len(walls)},
+            "std": {"ag_news_test_accuracy": ag_std, "conll_test_entity_f1": f1_std},
+            "per_seed": {str(42 + i): {"wall_seconds": w} for i, w in enumerate(walls)}}
 
 
 def test_the_conclusions_are_computed_from_the_rows_and_judge_differences_by_the_seed_spread():
     groups = {"cpu": stats(0.99, 0.99),  # the headline: not a study row
               "task3/probe": stats(0.88, 0.40, runs=("task3/probe-s42",)),
-              "task3/top4": stats(0.9129, 0.8373, 0.001, 0.002, n=3, runs=("task3/top4-s42", "task3/top4-s43")),
+              "task3/top4": stats(0.9129, 0.8373, 0.001, 0.002, n=3, walls=(780.0, 1620.0, 790.0),
+                                  runs=("task3/top4-s42", "task3/top4-s43")),
               "task3/ag-only": stats(0.9079, None, 0.001, None, n=3),
               "task3/ner-only": stats(None, 0.8713),
               "task3/crf": stats(0.9130, 0.8500)}
     text = study.conclusions({"groups": groups})
     assert text.splitlines()[0] == "<!-- runs: task3/probe-s42 task3/top4-s42 task3/top4-s43 x x x -->"
     assert "AG News accuracy 88.00 (probe) → 91.29 (top4); entity F1 40.00 (probe) → 83.73 (top4)" in text
+    # one seed that shared the cores (1,620 s) does not make the row's cost: the median of the seeds does
+    assert "Median wall seconds: 100 (probe), 790 (top4)." in text
     assert ("the multi-task model is +0.50 points on AG News accuracy (91.29 against 90.79; beyond twice the seed "
             "spread, 0.10)") in text
     assert "-3.40 points on entity F1 (83.73 against 87.13; one seed: no spread to judge it by yet)" in text
     assert "A CRF against top4: +0.01 points on AG News accuracy" in text
-    assert "Best on this budget, by the mean of AG News accuracy and entity F1: crf (88.15)" in text
+    assert "Best on this budget, by the mean of AG News accuracy and entity F1: crf (88.15), in 100 wall" in text
     assert "LoRA" not in text and "round-robin" not in text.lower()  # rows not run: no sentence
     groups["task3/ag-only"]["std"]["ag_news_test_accuracy"] = 0.003
     assert "(91.29 against 90.79; within twice the seed spread, 0.30)" in study.conclusions({"groups": groups})
