@@ -193,10 +193,8 @@ def per_type_table(summary: dict, runs: dict) -> str:
     per_run = [runs[n]["metrics"]["test"]["ner"]["per_type"] for n in summary["groups"][summary["headline"]]["runs"]]
     lines = ["| type | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]
     for etype, first in per_run[0].items():
-        cells = []
-        for key in ("precision", "recall", "f1"):
-            mean, std = mean_std([p[etype][key] for p in per_run])
-            cells.append(_pct(mean) if std is None else f"{_pct(mean)} ± {_pct(std)}")
+        cells = [_pct(mean) if std is None else f"{_pct(mean)} ± {_pct(std)}"
+                 for mean, std in (mean_std([p[etype][key] for p in per_run]) for key in ("precision", "recall", "f1"))]
         lines.append(f"| {etype} | {' | '.join(cells)} | {first['support']} |")
     return "\n".join(lines)
 
@@ -230,7 +228,9 @@ def task3_table(summary: dict, results: Path) -> str:
                      "its cost is not recorded (`scripts/study.py --cache-only` with an empty cache measures it)."
                      if not prefix or prefix["from_cache"] else f"{prefix['wall_seconds']:,.0f} wall s, "
                      f"{prefix['cpu_seconds']:,.0f} CPU s (depths {', '.join(map(str, prefix['depths']))})."))
-    if missing := [row for row in plan if f"task3/{row}" not in members]:
+    done = {row: {study[n]["seed"] for n in members.get(f"task3/{row}", [])} for row in plan}
+    left = {row: sorted(set(spec["seeds"]) - done[row]) for row, spec in plan.items()}
+    if missing := [f"{row} (seed {', '.join(map(str, left[row]))})" if done[row] else row for row in plan if left[row]]:
         lines.append(f"\nNot run yet: {', '.join(missing)} (`make study` goes on where it stopped).")
     found = study_conclusions(results / "task3.md", study)
     lines.append("\nWhat the rows show, computed from them (`scripts/study.py --report`):\n\n" + found if found else

@@ -231,8 +231,9 @@ def test_report_from_a_real_record(tiny_model_dir, root):
 
 def test_task3_table_follows_the_study_plan_with_costs_and_what_is_missing(root):
     three_seeds(root)
-    plan = {"top2": {"what": "top 2 layers train"}, "probe": {"what": "encoder frozen"},
-            "ner-only": {"what": "CoNLL alone"}}
+    plan = {"top2": {"what": "top 2 layers train", "seeds": [42, 43, 44]},
+            "probe": {"what": "encoder frozen", "seeds": [42, 43, 44]},
+            "ner-only": {"what": "CoNLL alone", "seeds": [42]}}
     (root / "results" / "runs" / "task3").mkdir(parents=True)
     (root / "results" / "runs" / "task3" / "plan.json").write_text(json.dumps(plan))
     for row, seed, cpu, wall in (("probe", 42, 30.0, 100.0), ("top2", 42, 100.0, 100.0), ("top2", 43, 300.0, 700.0),
@@ -247,7 +248,7 @@ def test_task3_table_follows_the_study_plan_with_costs_and_what_is_missing(root)
     # wall time: the median of the seeds (one of them shared the cores); CPU seconds: their mean
     assert re.search(r"^\| task3/top2 \|.*\| 3 \|.*\| 110 \| 200 \| 14,180,000 \| top 2 layers train \|$", writeup,
                      re.M)
-    assert "Not run yet: ner-only" in writeup and "(results/task3.png)" in writeup
+    assert "Not run yet: probe (seed 43, 44), ner-only (`make study`" in writeup and "(results/task3.png)" in writeup
     assert "The study so far: 4 runs, 1,010 wall s and 630 CPU s, and the shared prefix pass: its cost is" in writeup
     prefix = {"depths": [8, 12], "from_cache": False, "wall_seconds": 1234.4, "cpu_seconds": 2000.0}
     (root / "results" / "runs" / "task3" / "prefix-cache.json").write_text(json.dumps(prefix))
