@@ -6,7 +6,6 @@ and the top-level ``loss_plot.png``, all generated from the run records under ``
 import json
 import re
 import shutil
-import statistics
 from pathlib import Path
 
 from .config import AG_NEWS_OFFICIAL_TRAIN_ROWS
@@ -214,12 +213,12 @@ def task3_table(summary: dict, results: Path) -> str:
              "| --- " * 12 + "|"]
     for label, names in sorted(members.items(), key=lambda item: (order.get(item[0], len(order)), item[0])):
         first, g = study[names[0]], group_stats(names, study, [])
-        wall, cpu = statistics.median(study[n]["wall_seconds"] for n in names), mean_std(
-            [study[n]["cpu_seconds"] for n in names])[0]
+        wall, cpu = g["median_wall_seconds"], mean_std([study[n]["cpu_seconds"] for n in names])[0]
         layers, params = first["trainable_layers"], first["trainable_parameters"]
         lines.append(f"| {label} | {first['freeze']} | {'all' if layers is None else layers} | {g['n']} "
                      f"| {_pm(g, 'ag_news_test_accuracy')} | {_pm(g, 'conll_test_entity_f1')} "
-                     f"| {_pm(g, 'conll_test_coarse_token_accuracy')} | {first['epochs_configured']} | {wall:.0f} "
+                     f"| {_pm(g, 'conll_test_coarse_token_accuracy')} | {first['epochs_configured']} "
+                     f"| {'–' if wall is None else f'{wall:.0f}'} "
                      f"| {'–' if cpu is None else f'{cpu:.0f}'} | {'–' if params is None else f'{params:,}'} "
                      f"| {plan.get(label.removeprefix('task3/'), {}).get('what', '')} |")
     prefix, runs = read_json(results / "runs" / "task3" / "prefix-cache.json"), study.values()

@@ -244,17 +244,16 @@ def machine(device_name: str | None, env: dict) -> str:
 
 
 def group_stats(names: list[str], rows: dict, unfinished: list[int]) -> dict:
-    """Mean and sample standard deviation over a group's finished seeds, and the per-seed values.
-
-    Wall time gets no mean when the seeds ran on different kinds of machine.
-    """
+    """Mean and sample standard deviation over a group's finished seeds, the per-seed values and the median
+    wall time. Wall time gets no mean or median when the seeds ran on different kinds of machine."""
     names = sorted(names, key=lambda n: (rows[n]["seed"] or 0, n))
-    stats = {k: mean_std([rows[n][k] for n in names]) for k in METRICS}
+    stats, walls = {k: mean_std([rows[n][k] for n in names]) for k in METRICS}, [rows[n]["wall_seconds"] for n in names]
     if len({rows[n]["machine"] for n in names}) > 1:
-        stats["wall_seconds"] = (None, None)
+        stats["wall_seconds"], walls = (None, None), None
     return {"n": len(names), "planned": max(PLANNED_SEEDS, len(names) + len(unfinished)),
             "seeds": [rows[n]["seed"] for n in names], "runs": names, "unfinished_seeds": sorted(unfinished),
             "mean": {k: v[0] for k, v in stats.items()}, "std": {k: v[1] for k, v in stats.items()},
+            "median_wall_seconds": walls and statistics.median(walls),
             "per_seed": {str(rows[n]["seed"]): {k: rows[n][k] for k in METRICS} for n in names}}
 
 

@@ -23,7 +23,6 @@ the writeup's Task 3 table from the records and that plan, and ``--report`` draw
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -64,12 +63,6 @@ ROWS = {
                   (42,)),
     "full": ("full fine-tune (embeddings too), if the budget allows", ["train.trainable_layers=None"], (42,)),
 }
-
-
-def median_wall(stats: dict) -> float:
-    """A row's wall seconds: the median over its seeds, the usual summary of repeated timings (one run
-    that shared the cores with something else must not move the row's cost)."""
-    return statistics.median(seed["wall_seconds"] for seed in stats["per_seed"].values())
 
 
 # Rows that keep the base strategy's trainable parameters and change something else.
@@ -137,7 +130,7 @@ def plot(summary_file: Path, path: Path) -> bool:
                                      ("conll_test_entity_f1", "CoNLL test entity F1 (%)"))):
         for j, label in enumerate(("trainable parameters", "wall seconds (median over seeds, this machine)")):
             ax = axes[i, j]
-            points = [(params[row] if j == 0 else median_wall(stats), 100 * stats["mean"][key], row)
+            points = [(params[row] if j == 0 else stats["median_wall_seconds"], 100 * stats["mean"][key], row)
                       for row, (_, stats) in rows.items() if stats["mean"][key] is not None]
             points = [p for p in points if p[0] is not None]
             # The variants of the base strategy (sampling, weighting, NER head, one task) train as many
@@ -194,7 +187,8 @@ def conclusions(summary: dict) -> str:
     if len(depth) > 1:
         out.append("How deep to train: " + "; ".join(
             f"{SCORES[key]} " + " → ".join(f"{pts(r, key)} ({r})" for r in depth) for key in SCORES)
-            + ". Median wall seconds: " + ", ".join(f"{median_wall(rows[r]):,.0f} ({r})" for r in depth) + ".")
+            + ". Median wall seconds: " + ", ".join(f"{rows[r]['median_wall_seconds']:,.0f} ({r})" for r in depth)
+            + ".")
     base = BASE
     for row, what in (("ag-only", "AG News alone against both tasks together"),
                       ("ner-only", "CoNLL NER alone against both tasks together")):
@@ -216,7 +210,7 @@ def conclusions(summary: dict) -> str:
                 if all(st["mean"][k] is not None for k in SCORES)}
         best = max(mean, key=mean.get)
         out.append(f"Best on this budget, by the mean of AG News accuracy and entity F1: {best} "
-                   f"({100 * mean[best]:.2f}), in {median_wall(rows[best]):,.0f} wall seconds (median).")
+                   f"({100 * mean[best]:.2f}), in {rows[best]['median_wall_seconds']:,.0f} wall seconds (median).")
     from mtst.runs import study_stamp
 
     stamp = study_stamp(n for stats in rows.values() for n in stats["runs"])

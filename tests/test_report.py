@@ -98,6 +98,7 @@ def test_no_wall_time_mean_across_machines(root):
     fake_run(root, "cpu-s44", 44, wall=8300.0, cpu_features=("avx512_bf16",))
     group = write_report(root)["groups"]["cpu"]
     assert group["mean"]["wall_seconds"] is None and group["std"]["wall_seconds"] is None
+    assert group["median_wall_seconds"] is None
     assert group["mean"]["ag_news_test_accuracy"] == pytest.approx(0.9)  # scores still averaged
     writeup = (root / "writeup.md").read_text()
     assert "2800 s (seed 42), 4900 s (seed 43), 8300 s (seed 44)" in writeup
