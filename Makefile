@@ -6,6 +6,8 @@ PROFILE ?= auto
 
 SEEDS   ?= 42 43 44
 SEED_PROFILE ?= cpu
+SEED_GROUP ?= $(SEED_PROFILE)
+SEED_SETS ?=
 ARTIFACT ?= results/runs/cpu-s42/artifact
 
 .PHONY: setup model run test lint demo seeds study examples export clean
@@ -32,11 +34,13 @@ test: model
 
 # The headline's seeds (one training run each; the cpu profile takes about an hour a seed on 2
 # cores), then the summary and writeup. A finished seed is reused; an interrupted one resumes.
+# Another seed group of the same profile, e.g. the sampling comparison on the headline's strategy:
+#   make seeds SEED_GROUP=cpu-temperature SEED_SETS="--set train.sampling=temperature"
 seeds: model
 	for s in $(SEEDS); do \
-	  $(PY) -m mtst train --profile $(SEED_PROFILE) --name $(SEED_PROFILE)-s$$s \
-	    --record-dir results/runs/$(SEED_PROFILE)-s$$s \
-	    --set train.seed=$$s --reuse || exit 1; \
+	  $(PY) -m mtst train --profile $(SEED_PROFILE) --name $(SEED_GROUP)-s$$s \
+	    --record-dir results/runs/$(SEED_GROUP)-s$$s \
+	    --set train.seed=$$s $(SEED_SETS) --reuse || exit 1; \
 	done
 	$(PY) scripts/examples.py --artifact $(ARTIFACT)
 	$(PY) -m mtst report

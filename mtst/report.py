@@ -231,7 +231,7 @@ def task3_table(summary: dict, results: Path) -> str:
     left = {row: sorted(set(spec["seeds"]) - done[row]) for row, spec in plan.items()}
     if missing := [f"{row} (seed {', '.join(map(str, left[row]))})" if done[row] else row for row in plan if left[row]]:
         lines.append(f"\nNot run yet: {', '.join(missing)} (`make study` goes on where it stopped).")
-    found = study_conclusions(results / "task3.md", study)
+    found = study_conclusions(results / "task3.md", summary["runs"])  # stale once any run finishes since
     lines.append("\nWhat the rows show, computed from them (`scripts/study.py --report`):\n\n" + found if found else
                  "\n_Conclusions: not computed from these rows yet (`scripts/study.py --report`)._")
     if (results / "task3.png").is_file():

@@ -158,6 +158,10 @@ def plot(summary_file: Path, path: Path) -> bool:
 
 
 SCORES = {"ag_news_test_accuracy": "AG News accuracy", "conll_test_entity_f1": "entity F1"}
+COARSE = "conll_test_coarse_token_accuracy"
+# Task sampling on the headline's own strategy (``make seeds``): a seed group of the cpu profile that
+# changes only the sampling, against the headline group ``cpu`` (the reference's ``both``).
+SAMPLING_GROUPS = {"cpu-temperature": "temperature sampling (T=2)"}
 
 
 def conclusions(summary: dict) -> str:
@@ -165,19 +169,20 @@ def conclusions(summary: dict) -> str:
     finished yet drops the sentences that need it). A difference counts only where both rows have
     several seeds and it exceeds twice the larger of their two standard deviations."""
     rows = {g.removeprefix("task3/"): stats for g, stats in summary["groups"].items() if g.startswith("task3/")}
+    labels = {**SCORES, COARSE: "coarse token accuracy"}
 
-    def pts(row, key):
-        return f"{100 * rows[row]['mean'][key]:.2f}"
+    def pts(stats, key):
+        return f"{100 * stats['mean'][key]:.2f}"
 
-    def versus(row, base, key):
-        """``row`` against ``base`` on ``key``: the difference in points, and whether seeds can tell it."""
-        diff = 100 * (rows[row]["mean"][key] - rows[base]["mean"][key])
-        if min(rows[row]["n"], rows[base]["n"]) < 2:
+    def versus(a, b, key):
+        """Group ``a`` against group ``b`` on ``key``: the difference in points, and whether seeds can tell it."""
+        diff = 100 * (a["mean"][key] - b["mean"][key])
+        if min(a["n"], b["n"]) < 2:
             verdict = "one seed: no spread to judge it by yet"
         else:
-            noise = 100 * max(rows[row]["std"][key], rows[base]["std"][key])
+            noise = 100 * max(a["std"][key], b["std"][key])
             verdict = f"{'within' if abs(diff) <= 2 * noise else 'beyond'} twice the seed spread, {noise:.2f}"
-        return f"{diff:+.2f} points on {SCORES[key]} ({pts(row, key)} against {pts(base, key)}; {verdict})"
+        return f"{diff:+.2f} points on {labels[key]} ({pts(a, key)} against {pts(b, key)}; {verdict})"
 
     def have(*names):
         return all(n in rows for n in names)
@@ -186,7 +191,7 @@ def conclusions(summary: dict) -> str:
     depth = [r for r in ("probe", "top2", "top4", "top6", "full") if r in rows]
     if len(depth) > 1:
         out.append("How deep to train: " + "; ".join(
-            f"{SCORES[key]} " + " → ".join(f"{pts(r, key)} ({r})" for r in depth) for key in SCORES)
+            f"{SCORES[key]} " + " → ".join(f"{pts(rows[r], key)} ({r})" for r in depth) for key in SCORES)
             + ". Median wall seconds: " + ", ".join(f"{rows[r]['median_wall_seconds']:,.0f} ({r})" for r in depth)
             + ".")
     base = BASE
@@ -195,7 +200,7 @@ def conclusions(summary: dict) -> str:
         key = "ag_news_test_accuracy" if row == "ag-only" else "conll_test_entity_f1"
         if have(row, base):
             out.append(f"Multi-task effect ({what}, {base}): the multi-task model is "
-                       f"{versus(base, row, key)}.")
+                       f"{versus(rows[base], rows[row], key)}.")
     for row, what in (("round-robin", "round-robin sampling"), ("temperature", "temperature sampling"),
                       ("uncertainty", "uncertainty loss weights"), ("no-casing", "no casing features"),
                       ("crf", "a CRF"), ("layer-mix", "a mix of the last layers"), ("lora", "LoRA"),
@@ -204,16 +209,25 @@ def conclusions(summary: dict) -> str:
                       ("ner-head-frozen", "the NER head frozen (both heads from the probe)")):
         if have(row, base):
             out.append(f"{what[0].upper() + what[1:]} against {base}: "
-                       f"{versus(row, base, 'ag_news_test_accuracy')}, {versus(row, base, 'conll_test_entity_f1')}.")
+                       f"{versus(rows[row], rows[base], 'ag_news_test_accuracy')}, "
+                       f"{versus(rows[row], rows[base], 'conll_test_entity_f1')}.")
     if rows:
         mean = {r: sum(st["mean"][k] for k in SCORES) / 2 for r, st in rows.items()
                 if all(st["mean"][k] is not None for k in SCORES)}
         best = max(mean, key=mean.get)
         out.append(f"Best on this budget, by the mean of AG News accuracy and entity F1: {best} "
                    f"({100 * mean[best]:.2f}), in {rows[best]['median_wall_seconds']:,.0f} wall seconds (median).")
+    groups, runs = summary["groups"], summary["runs"]
+    for group, what in SAMPLING_GROUPS.items():
+        if group in groups and "cpu" in groups:
+            first = runs[groups["cpu"]["runs"][0]]
+            out.append(f"Task sampling on the headline's strategy (the cpu profile: top {first['trainable_layers']} "
+                       f"layers, {first['epochs_configured']} epochs; {groups[group]['n']} and {groups['cpu']['n']} "
+                       f"seeds), {what} against both: " + ", ".join(
+                           versus(groups[group], groups["cpu"], key) for key in (*SCORES, COARSE)) + ".")
     from mtst.runs import study_stamp
 
-    stamp = study_stamp(n for stats in rows.values() for n in stats["runs"])
+    stamp = study_stamp(runs)  # every finished run: a run finished since makes these conclusions stale
     return stamp + "\n" + "\n".join(f"* {line}" for line in out) + "\n"
 
 

@@ -57,10 +57,12 @@ def test_the_prefix_cost_recorded_is_the_pass_that_built_the_cache_not_a_later_r
     assert not (tmp_path / "later" / "prefix-cache.json").exists()
 
 
-def stats(ag, f1, ag_std=None, f1_std=None, n=1, walls=(100.0,), runs=("x",)):
+def stats(ag, f1, ag_std=None, f1_std=None, n=1, walls=(100.0,), runs=("x",), coarse=(None, None)):
     return {"n": n, "runs": list(runs), "mean": {"ag_news_test_accuracy": ag, "conll_test_entity_f1": f1,
+                                                 "conll_test_coarse_token_accuracy": coarse[0],
                                                  "wall_seconds": sum(walls) / len(walls)},
-            "std": {"ag_news_test_accuracy": ag_std, "conll_test_entity_f1": f1_std},
+            "std": {"ag_news_test_accuracy": ag_std, "conll_test_entity_f1": f1_std,
+                    "conll_test_coarse_token_accuracy": coarse[1]},
             "median_wall_seconds": sorted(walls)[len(walls) // 2]}
 
 
@@ -72,8 +74,10 @@ def test_the_conclusions_are_computed_from_the_rows_and_judge_differences_by_the
               "task3/ag-only": stats(0.9079, None, 0.001, None, n=3),
               "task3/ner-only": stats(None, 0.8713),
               "task3/crf": stats(0.9130, 0.8500)}
-    text = study.conclusions({"groups": groups})
-    assert text.splitlines()[0] == "<!-- runs: task3/probe-s42 task3/top4-s42 task3/top4-s43 x x x -->"
+    runs = {name: {} for name in ("task3/top4-s42", "cpu-s42", "task3/probe-s42")}
+    text = study.conclusions({"groups": groups, "runs": runs})
+    # every finished run, the headline's too: one that finishes later makes these conclusions stale
+    assert text.splitlines()[0] == "<!-- runs: cpu-s42 task3/probe-s42 task3/top4-s42 -->"
     assert "AG News accuracy 88.00 (probe) → 91.29 (top4); entity F1 40.00 (probe) → 83.73 (top4)" in text
     # one seed that shared the cores (1,620 s) does not make the row's cost: the median of the seeds does
     assert "Median wall seconds: 100 (probe), 790 (top4)." in text
@@ -83,5 +87,22 @@ def test_the_conclusions_are_computed_from_the_rows_and_judge_differences_by_the
     assert "A CRF against top4: +0.01 points on AG News accuracy" in text
     assert "Best on this budget, by the mean of AG News accuracy and entity F1: crf (88.15), in 100 wall" in text
     assert "LoRA" not in text and "round-robin" not in text.lower()  # rows not run: no sentence
+    assert "Task sampling" not in text  # no group of the headline's strategy with another sampling
     groups["task3/ag-only"]["std"]["ag_news_test_accuracy"] = 0.003
-    assert "(91.29 against 90.79; within twice the seed spread, 0.30)" in study.conclusions({"groups": groups})
+    assert "(91.29 against 90.79; within twice the seed spread, 0.30)" in study.conclusions({"groups": groups,
+                                                                                             "runs": runs})
+
+
+def test_sampling_is_compared_on_the_headline_strategy_with_its_seed_spread():
+    groups = {"cpu": stats(0.9287, 0.8955, 0.0003, 0.0021, n=3, coarse=(0.9787, 0.0003)),
+              "cpu-temperature": stats(0.9268, 0.8975, 0.0008, 0.0015, n=3, coarse=(0.9792, 0.0002)),
+              "task3/probe": stats(0.88, 0.40)}
+    runs = {"x": {"trainable_layers": 8, "epochs_configured": 2}}
+    text = study.conclusions({"groups": groups, "runs": runs})
+    assert ("Task sampling on the headline's strategy (the cpu profile: top 8 layers, 2 epochs; 3 and 3 seeds), "
+            "temperature sampling (T=2) against both: -0.19 points on AG News accuracy (92.68 against 92.87; "
+            "beyond twice the seed spread, 0.08), +0.20 points on entity F1 (89.75 against 89.55; within twice "
+            "the seed spread, 0.21), +0.05 points on coarse token accuracy (97.92 against 97.87; within twice the "
+            "seed spread, 0.03)") in text
+    del groups["cpu"]
+    assert "Task sampling" not in study.conclusions({"groups": groups, "runs": runs})
