@@ -9,6 +9,7 @@ SEED_PROFILE ?= cpu
 SEED_GROUP ?= $(SEED_PROFILE)
 SEED_SETS ?=
 ARTIFACT ?= results/runs/cpu-s42/artifact
+RUN_START := $(shell date +%s)
 
 .PHONY: setup model run test lint demo seeds study examples export clean
 
@@ -26,7 +27,7 @@ model: setup
 
 # The main job: re-execute every notebook end to end on the best device present.
 run: model
-	$(PY) -m mtst notebooks --profile $(PROFILE)
+	$(PY) -m mtst notebooks --profile $(PROFILE) --since $(RUN_START)
 
 test: model
 	$(PY) -m ruff check .

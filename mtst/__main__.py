@@ -91,7 +91,7 @@ def _serve(args) -> None:
 def _notebooks(args) -> None:
     from .experiment import execute_all
 
-    execute_all(args.profile, only=tuple(args.only))
+    execute_all(args.profile, only=tuple(args.only), since=args.since)
 
 
 def _report(args) -> None:
@@ -167,6 +167,8 @@ def main(argv=None) -> None:
     p.add_argument("--profile", choices=["auto", "smoke", "cpu", "gpu"], default="auto",
                    help="auto: gpu when CUDA is present, else cpu")
     p.add_argument("--only", nargs="*", default=[], metavar="PREFIX", help="only these notebooks, e.g. 03 04")
+    p.add_argument("--since", type=float, metavar="UNIX_SECONDS",
+                   help="when the whole run began (make run: before setup); writes results/make-run-<profile>.json")
     p.set_defaults(func=_notebooks)
 
     p = sub.add_parser("report", help="results/summary.json, writeup.md tables and loss_plot.png from the records")

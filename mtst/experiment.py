@@ -185,10 +185,12 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 def execute_all(profile: str = "auto", folder=NOTEBOOKS, timeout: int | None = None, out_dir=None,
-                only: tuple[str, ...] = ()) -> dict:
+                only: tuple[str, ...] = (), since: float | None = None) -> dict:
     """Execute every ``NN_*.ipynb`` in ``folder`` in order, saving outputs in place.
 
     Smoke runs save to ``out_dir`` or a temporary folder instead, leaving the committed notebooks alone.
+    ``since`` (Unix seconds, taken by ``make run`` before it sets anything up) adds
+    ``results/make-run-<profile>.json``: the whole run's wall time, setup and notebooks.
 
     Returns the wall seconds per notebook (also written to ``results/notebooks-<profile>.json``
     for real runs, followed by the results summary and writeup, ``python -m mtst report``).
@@ -203,7 +205,7 @@ def execute_all(profile: str = "auto", folder=NOTEBOOKS, timeout: int | None = N
     folder = Path(folder)
     out_dir = Path(out_dir or (tempfile.mkdtemp(prefix="mtst-notebooks-") if profile == "smoke" else folder))
     out_dir.mkdir(parents=True, exist_ok=True)
-    times = {}
+    times, first = {}, time.time()
     for path in sorted(folder.glob("[0-9][0-9]_*.ipynb")):
         if only and not path.name.startswith(tuple(only)):
             continue
@@ -221,6 +223,10 @@ def execute_all(profile: str = "auto", folder=NOTEBOOKS, timeout: int | None = N
         earlier = json.loads(out.read_text())["seconds"] if only and out.is_file() else {}
         out.write_text(json.dumps({"profile": profile, "seconds": {**earlier, **times},
                                    "environment": environment()}, indent=2))
+        if since is not None and not only:
+            whole = {"profile": profile, "seconds_total": round(time.time() - since, 1),
+                     "seconds_setup": round(first - since, 1), "notebooks": times, "environment": environment()}
+            (out.parent / f"make-run-{profile}.json").write_text(json.dumps(whole, indent=2))
         from .report import write_report
 
         write_report(folder.parent)

@@ -10,3 +10,26 @@ def test_notebooks_execute_on_smoke_profile(tmp_path):
     times = execute_all("smoke", out_dir=tmp_path)  # raises CellExecutionError on any failing cell
     assert sorted(times) == sorted(p.name for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
     assert len(times) == 4
+
+
+def test_a_whole_run_records_its_wall_time_from_before_setup(tmp_path, monkeypatch):
+    import json
+    import time
+
+    import nbformat
+
+    import mtst.report
+
+    monkeypatch.setattr(mtst.report, "write_report", lambda root: None)
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), folder / "01_one.ipynb")
+    began = time.time() - 100  # as if setup had taken 100 s
+    times = execute_all("cpu", folder=folder, since=began)
+    record = json.loads((tmp_path / "results" / "make-run-cpu.json").read_text())
+    assert record["notebooks"] == times and list(times) == ["01_one.ipynb"]
+    assert 100 <= record["seconds_setup"] < 100 + 5
+    assert record["seconds_total"] >= record["seconds_setup"] + times["01_one.ipynb"]
+    assert record["environment"]["cpu"]
+    execute_all("cpu", folder=folder, only=("01",))  # a partial rerun without since leaves the record alone
+    assert json.loads((tmp_path / "results" / "make-run-cpu.json").read_text()) == record
