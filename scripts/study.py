@@ -219,12 +219,16 @@ def conclusions(summary: dict) -> str:
                    f"({100 * mean[best]:.2f}), in {rows[best]['median_wall_seconds']:,.0f} wall seconds (median).")
     groups, runs = summary["groups"], summary["runs"]
     for group, what in SAMPLING_GROUPS.items():
-        if group in groups and "cpu" in groups:
-            first = runs[groups["cpu"]["runs"][0]]
-            out.append(f"Task sampling on the headline's strategy (the cpu profile: top {first['trainable_layers']} "
-                       f"layers, {first['epochs_configured']} epochs; {groups[group]['n']} and {groups['cpu']['n']} "
-                       f"seeds), {what} against both: " + ", ".join(
-                           versus(groups[group], groups["cpu"], key) for key in (*SCORES, COARSE)) + ".")
+        if group not in groups or "cpu" not in groups:
+            continue
+        members = [runs[n] for n in groups["cpu"]["runs"] + groups[group]["runs"]]
+        strategy = {(r["trainable_layers"], r["epochs_configured"]) for r in members}
+        if len(strategy) > 1:  # trained otherwise than the headline: not a comparison of sampling alone
+            continue
+        [(layers, epochs)] = strategy
+        out.append(f"Task sampling on the headline's strategy (the cpu profile: top {layers} layers, {epochs} "
+                   f"epochs; {groups[group]['n']} and {groups['cpu']['n']} seeds), {what} against both: "
+                   + ", ".join(versus(groups[group], groups["cpu"], key) for key in (*SCORES, COARSE)) + ".")
     from mtst.runs import study_stamp
 
     stamp = study_stamp(runs)  # every finished run: a run finished since makes these conclusions stale
