@@ -233,6 +233,21 @@ def execute_all(profile: str = "auto", folder=NOTEBOOKS, timeout: int | None = N
     return times
 
 
+def make_run_note(results: Path, profile: str = "cpu") -> str:
+    """The sentence on the last whole ``make run`` (``results/make-run-<profile>.json``), or that there is none."""
+    path = Path(results) / f"make-run-{profile}.json"
+    if not path.is_file():
+        return f"A whole `make run` (profile `{profile}`) has not been timed yet"
+    from .runs import machine
+
+    r = json.loads(path.read_text())
+    env = r["environment"]
+    notebooks = ", ".join(f"{name[:2]}: {s:,.0f} s" for name, s in r["notebooks"].items())
+    return (f"The last whole `make run` (profile `{profile}`, {env['time_utc'][:10]}, {machine(env['cpu'], env)}, "
+            f"{env['cpu_threads']} threads) took {r['seconds_total'] / 60:.1f} min: {r['seconds_setup']:,.0f} s to "
+            f"set up and fetch the model, then the notebooks ({notebooks})")
+
+
 class Setup:
     """What a notebook needs, in one call: quiet logs, the profile's configs, and where runs go.
 

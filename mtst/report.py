@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from .config import AG_NEWS_OFFICIAL_TRAIN_ROWS
+from .experiment import make_run_note
 from .runs import METRICS, group_stats, load_anchors, load_runs, mean_std, read_json, study_conclusions, summarize
 
 
@@ -283,7 +284,7 @@ def write_report(root=".") -> dict:
         "HEADLINE": summary["headline"],
         "HEADLINE_SEEDS": seeds_sentence(summary["headline"], headline),
         "DATA_FACTS": data_facts(summary, runs),
-        "TRAINING_FACTS": training_facts(summary, runs),
+        "TRAINING_FACTS": training_facts(summary, runs), "MAKE_RUN": make_run_note(results),
         "VERSUS_REFERENCE": versus_reference(summary, anchors),
         "GROUPS_TABLE": groups_table(summary, group_names),
         "RUNS_TABLE": runs_table(summary, order) + (

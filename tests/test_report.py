@@ -273,3 +273,17 @@ def test_task3_table_follows_the_study_plan_with_costs_and_what_is_missing(root)
     (root / "results" / "runs" / "task3" / "prefix-cache.json").write_text(json.dumps(prefix))
     write_report(root)
     assert "prefix pass: its cost is not recorded" in (root / "writeup.md").read_text()
+
+
+def test_the_writeup_says_how_long_the_last_whole_make_run_took(tmp_path):
+    from mtst.experiment import make_run_note
+
+    assert make_run_note(tmp_path) == "A whole `make run` (profile `cpu`) has not been timed yet"
+    env = {"cpu": "AMD EPYC", "cpu_features": ["avx512_bf16"], "cpu_threads": 2, "device": None,
+           "time_utc": "2026-12-01T19:30:00Z"}
+    record = {"profile": "cpu", "seconds_total": 3300.0, "seconds_setup": 95.4, "environment": env,
+              "notebooks": {"01_sentence_transformer.ipynb": 9.0, "04_training_loop.ipynb": 3150.2}}
+    (tmp_path / "make-run-cpu.json").write_text(json.dumps(record))
+    assert make_run_note(tmp_path) == (
+        "The last whole `make run` (profile `cpu`, 2026-12-01, AMD EPYC (AVX512-BF16, no AMX), 2 threads) took "
+        "55.0 min: 95 s to set up and fetch the model, then the notebooks (01: 9 s, 04: 3,150 s)")
