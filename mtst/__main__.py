@@ -89,9 +89,12 @@ def _serve(args) -> None:
 
 
 def _notebooks(args) -> None:
-    from .experiment import execute_all
+    from .experiment import NOTEBOOKS, execute_all
+    from .report import write_report
 
     execute_all(args.profile, only=tuple(args.only), since=args.since)
+    if args.profile != "smoke":  # smoke runs leave the committed results alone
+        write_report(NOTEBOOKS.parent)
 
 
 def _report(args) -> None:

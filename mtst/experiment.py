@@ -193,7 +193,7 @@ def execute_all(profile: str = "auto", folder=NOTEBOOKS, timeout: int | None = N
     ``results/make-run-<profile>.json``: the whole run's wall time, setup and notebooks.
 
     Returns the wall seconds per notebook (also written to ``results/notebooks-<profile>.json``
-    for real runs, followed by the results summary and writeup, ``python -m mtst report``).
+    for real runs; ``python -m mtst notebooks`` then regenerates the summary and writeup).
     """
     import tempfile
 
@@ -227,25 +227,7 @@ def execute_all(profile: str = "auto", folder=NOTEBOOKS, timeout: int | None = N
             whole = {"profile": profile, "seconds_total": round(time.time() - since, 1),
                      "seconds_setup": round(first - since, 1), "notebooks": times, "environment": environment()}
             (out.parent / f"make-run-{profile}.json").write_text(json.dumps(whole, indent=2))
-        from .report import write_report
-
-        write_report(folder.parent)
     return times
-
-
-def make_run_note(results: Path, profile: str = "cpu") -> str:
-    """The sentence on the last whole ``make run`` (``results/make-run-<profile>.json``), or that there is none."""
-    path = Path(results) / f"make-run-{profile}.json"
-    if not path.is_file():
-        return f"A whole `make run` (profile `{profile}`) has not been timed yet"
-    from .runs import machine
-
-    r = json.loads(path.read_text())
-    env = r["environment"]
-    notebooks = ", ".join(f"{name[:2]}: {s:,.0f} s" for name, s in r["notebooks"].items())
-    return (f"The last whole `make run` (profile `{profile}`, {env['time_utc'][:10]}, {machine(env['cpu'], env)}, "
-            f"{env['cpu_threads']} threads) took {r['seconds_total'] / 60:.1f} min: {r['seconds_setup']:,.0f} s to "
-            f"set up and fetch the model, then the notebooks ({notebooks})")
 
 
 class Setup:

@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 from .config import AG_NEWS_OFFICIAL_TRAIN_ROWS
-from .experiment import make_run_note
 from .runs import METRICS, group_stats, load_anchors, load_runs, mean_std, read_json, study_conclusions, summarize
 
 
@@ -80,9 +79,8 @@ def _flat(config: dict) -> dict:
 def _prefix_time(r: dict) -> str:
     if r["prefix_seconds"] is None:
         return "–"
-    if r["prefix_from_cache"]:
-        return f"{r['prefix_seconds']:.0f} s (read from the cache an earlier run built; building it is not included)"
-    return f"{r['prefix_seconds']:.0f} s"
+    built = " (read from the cache an earlier run built; building it is not included)" * r["prefix_from_cache"]
+    return f"{r['prefix_seconds']:.0f} s{built}"
 
 
 def training_facts(summary: dict, runs: dict) -> str:
@@ -129,13 +127,11 @@ def training_facts(summary: dict, runs: dict) -> str:
                       + _by_seed(rows, _prefix_time)
                       + ", epochs: " + _by_seed(rows, lambda r: f"{r['train_seconds']:.0f} s")),
     ]
-    resumed = [r for r in rows if r["resumed_at_step"]]
-    if resumed:
+    if resumed := [r for r in rows if r["resumed_at_step"]]:
         facts.append(("resumed", ", ".join(f"seed {r['seed']} at step {r['resumed_at_step']} (its wall time "
                                            "counts from the resume)" for r in resumed)))
     flat = [_flat(c) for c in configs]
-    differ = sorted(key for key in flat[0] if any(f.get(key) != flat[0][key] for f in flat[1:]))
-    if differ:
+    if differ := sorted(key for key in flat[0] if any(f.get(key) != flat[0][key] for f in flat[1:])):
         facts.append(("config differs between seeds", ", ".join(f"`{key}`" for key in differ)))
     return "\n".join(["| | |", "| --- | --- |"] + [f"| {a} | {b} |" for a, b in facts])
 
@@ -147,11 +143,9 @@ def data_facts(summary: dict, runs: dict) -> str:
     source, train, val, test = m["sources"]["ag_news_train"], m["train_rows"], m["val_rows"], m["test_rows"]
     subset = (f"AG News training rows come from `{source['file'].split('/')[-1]}`, a {source['rows']:,}-row subset "
               f"of the official {AG_NEWS_OFFICIAL_TRAIN_ROWS:,}-row train split (see `shared/data/PROVENANCE.md`)")
-    if data["ag_train_fraction"] is None:
-        sample = "the run uses all of it"
-    else:
-        sample = (f"as the reference protocol does, the run samples {data['ag_train_fraction']:.0%} of "
-                  f"{AG_NEWS_OFFICIAL_TRAIN_ROWS:,} rows from it (stratified, seeded)")
+    sample = "the run uses all of it" if data["ag_train_fraction"] is None else (
+        f"as the reference protocol does, the run samples {data['ag_train_fraction']:.0%} of "
+        f"{AG_NEWS_OFFICIAL_TRAIN_ROWS:,} rows from it (stratified, seeded)")
     return (f"{subset}; {sample} and splits them into {train['ag_news']:,} train / {val['ag_news']:,} validation "
             f"rows. CoNLL-2003: {train['conll']:,} train / {val['conll']:,} validation sentences. Test scores are on "
             f"the official test sets: AG News {test['ag_news']:,} rows, CoNLL-2003 {test['conll']:,} sentences.")
@@ -242,17 +236,23 @@ def task3_table(summary: dict, results: Path) -> str:
 
 def bench_table(results: Path) -> str:
     """The markdown table of the benchmark figures in ``results/bench/summary.json``."""
-    path = results / "bench" / "summary.json"
-    if not path.is_file():
+    if (summary := read_json(results / "bench" / "summary.json")) is None:
         return "_No benchmark results yet (`python bench/summary.py`)._"
-    summary = json.loads(path.read_text())
-    lines = ["| figure | value |", "| --- | --- |"]
-    for key, value in summary.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            lines.append(f"| `{key}` | {value:.4g} |")
-        elif value is None:
-            lines.append(f"| `{key}` | not measured |")
-    return "\n".join(lines)
+    rows = [f"| `{key}` | {'not measured' if value is None else f'{value:.4g}'} |" for key, value in summary.items()
+            if value is None or isinstance(value, (int, float)) and not isinstance(value, bool)]
+    return "\n".join(["| figure | value |", "| --- | --- |", *rows])
+
+
+def make_run_note(results: Path, profile: str = "cpu") -> str:
+    """The sentence on the last whole ``make run`` (``results/make-run-<profile>.json``), or that there is none."""
+    if (r := read_json(results / f"make-run-{profile}.json")) is None:
+        return f"A whole `make run` (profile `{profile}`) has not been timed yet"
+    from .runs import machine  # one more name would not fit the import line above
+
+    env, notebooks = r["environment"], ", ".join(f"{name[:2]}: {s:,.0f} s" for name, s in r["notebooks"].items())
+    return (f"The last whole `make run` (profile `{profile}`, {env['time_utc'][:10]}, {machine(env['cpu'], env)}, "
+            f"{env['cpu_threads']} threads) took {r['seconds_total'] / 60:.1f} min: {r['seconds_setup']:,.0f} s to "
+            f"set up and fetch the model, then the notebooks ({notebooks})")
 
 
 def fill(template: str, fields: dict) -> str:

@@ -276,7 +276,7 @@ def test_task3_table_follows_the_study_plan_with_costs_and_what_is_missing(root)
 
 
 def test_the_writeup_says_how_long_the_last_whole_make_run_took(tmp_path):
-    from mtst.experiment import make_run_note
+    from mtst.report import make_run_note
 
     assert make_run_note(tmp_path) == "A whole `make run` (profile `cpu`) has not been timed yet"
     env = {"cpu": "AMD EPYC", "cpu_features": ["avx512_bf16"], "cpu_threads": 2, "device": None,
