@@ -205,7 +205,7 @@ def execute_all(profile: str = "auto", folder=NOTEBOOKS, timeout: int | None = N
     folder = Path(folder)
     out_dir = Path(out_dir or (tempfile.mkdtemp(prefix="mtst-notebooks-") if profile == "smoke" else folder))
     out_dir.mkdir(parents=True, exist_ok=True)
-    times, first = {}, time.time()
+    times, notebooks_start = {}, time.time()
     for path in sorted(folder.glob("[0-9][0-9]_*.ipynb")):
         if only and not path.name.startswith(tuple(only)):
             continue
@@ -221,11 +221,11 @@ def execute_all(profile: str = "auto", folder=NOTEBOOKS, timeout: int | None = N
         out = folder.parent / "results" / f"notebooks-{profile}.json"
         out.parent.mkdir(exist_ok=True)
         earlier = json.loads(out.read_text())["seconds"] if only and out.is_file() else {}
-        out.write_text(json.dumps({"profile": profile, "seconds": {**earlier, **times},
-                                   "environment": environment()}, indent=2))
+        env = environment()
+        out.write_text(json.dumps({"profile": profile, "seconds": {**earlier, **times}, "environment": env}, indent=2))
         if since is not None and not only:
             whole = {"profile": profile, "seconds_total": round(time.time() - since, 1),
-                     "seconds_setup": round(first - since, 1), "notebooks": times, "environment": environment()}
+                     "seconds_setup": round(notebooks_start - since, 1), "notebooks": times, "environment": env}
             (out.parent / f"make-run-{profile}.json").write_text(json.dumps(whole, indent=2))
     return times
 

@@ -79,7 +79,7 @@ def _flat(config: dict) -> dict:
 def _prefix_time(r: dict) -> str:
     if r["prefix_seconds"] is None:
         return "–"
-    built = " (read from the cache an earlier run built; building it is not included)" * r["prefix_from_cache"]
+    built = " (read from the cache an earlier run built; building it is not included)" if r["prefix_from_cache"] else ""
     return f"{r['prefix_seconds']:.0f} s{built}"
 
 
