@@ -1,4 +1,5 @@
-"""Gather ``results/bench/{encode,train}-<device>.json`` into ``results/bench/summary.json``.
+"""Gather ``results/bench/{encode,train}-<device>.json`` into ``results/bench/summary.json``, and
+``summary.md``, the writeup's speed section: every contender of each run with its peers named.
 
 Speedups are ratios to a baseline measured in the same run (see bench/encode.py, bench/train.py).
 Keys of a device whose file is missing are null, with a note saying so.
@@ -153,7 +154,8 @@ def summarise(folder: Path, tiny: bool = False) -> dict:
                               "of sentence-transformers' torch, ONNX and OpenVINO backends (fp32 and int8) in the "
                               "same run, named in encode_best_st_backend",
             "encode_fast_downstream_delta_points": "worst |AG News accuracy or CoNLL entity F1 change| in points, "
-                                                   "fast mode vs exact, shipped heads, full test sets",
+                                                   "fast mode vs exact, shipped heads, on the test rows the record's "
+                                                   "settings.downstream names",
             "encode_min_cosine": "worst per-text cosine vs fp32 sentence-transformers over every non-exact mode",
             "train_speedup": f"reference epoch seconds / ours at batch {HEADLINE_BATCH} per task when measured "
                              "(else the first batch size); projected from measured processed tokens/s",
@@ -168,6 +170,80 @@ def summarise(folder: Path, tiny: bool = False) -> dict:
     return summary
 
 
+def _cpu(cpu: dict) -> str:
+    flags = ", ".join(f"{name} {'yes' if cpu[key] else 'no'}" for key, name in
+                      (("bf16", "bf16"), ("amx", "AMX"), ("vnni", "VNNI")))
+    return f"{cpu['name']} ({flags}), {cpu['threads']} threads"
+
+
+def encode_markdown(record: dict) -> list[str]:
+    """One encode run: its machine and settings, a row per contender, then the issue's targets."""
+    s, results, t = record["settings"], record["results"], record["targets"]
+    where = _cpu(record["cpu"]) if record["device"] == "cpu" else record["device_name"]
+    lines = [f"**Encoding on {where}**: {s['n']} texts of `{Path(s['texts']).name}` ({s['mean_tokens']:.0f} tokens on "
+             f"average), batch {s['batch_size']}, {s['repeats']} timed passes per contender, interleaved; "
+             "sentences/s = texts / median pass seconds, tokenisation included.", "",
+             "| contender | backend, precision | sentences/s | passes (s) | × plain ST | × fastest ST backend "
+             "| min cosine to ST fp32 | AG / F1 change (points) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in results.items():
+        down = r["downstream"]
+        change = "–" if not down else \
+            f"{down['ag_news_accuracy_delta_points']:+.2f} / {down['conll_entity_f1_delta_points']:+.2f}"
+        passes = "–".join(f"{x:.1f}" for x in (min(r["seconds"]), max(r["seconds"])))
+        lines.append(f"| `{name}` ({r['kind']}) | {r['backend']}, {r['precision']} | {r['sentences_per_s']:.2f} "
+                     f"| {passes} | {r['speedup_vs_st']:.2f} | {r['speedup_vs_best_st']:.2f} "
+                     f"| {r['min_cosine']:.4f} | {change} |")
+    lines += ["", f"AG / F1 change: the shipped heads' AG News accuracy and CoNLL entity F1 against the exact mode, on "
+                  f"{s['downstream']}."]
+    th = t["thresholds"]
+    if f := t.get("fast"):
+        bar, peer = th["fast_min_cosine"], t["best_st_backend"]
+        good = {k: r for k, r in results.items() if r["kind"] != "ours" and r["min_cosine"] >= bar}
+        same = max(good, key=lambda k: good[k]["sentences_per_s"]) if good else None
+        lines.append(f"\nFast mode (`{f['mode']}`): {f['vs_best_st']:.2f}× the fastest sentence-transformers backend "
+                     f"(`{peer}`, min cosine {results[peer]['min_cosine']:.4f}); target ≥ {th['fast_vs_best_st']}× "
+                     f"at min cosine ≥ {bar} with AG / F1 within {th['fast_downstream_points']} points: "
+                     f"{'met' if f['met'] else 'not met'}." + (
+                         f" Against the fastest sentence-transformers backend that keeps min cosine ≥ {bar} "
+                         f"(`{same}`): {results[f['mode']]['sentences_per_s'] / good[same]['sentences_per_s']:.2f}×."
+                         if same else ""))
+    if e := t.get("exact"):
+        lines.append(f"Exact mode: {e['vs_st']:.2f}× plain sentence-transformers at max abs difference "
+                     f"{e['max_abs_diff']:.1e}; target ≥ {th['exact_vs_st']}× at ≤ {th['exact_max_abs_diff']:.0e}: "
+                     f"{'met' if e['met'] else 'not met'}.")
+    return lines
+
+
+def train_markdown(real: dict | None, device: str) -> list[str]:
+    """``bench/train.py --real`` rows: measured speed beside each row's validation scores."""
+    if real is None:
+        return [f"**Training speed ({device})**: not measured yet (`python bench/train.py --real --device {device}`)."]
+    lines = [f"**Training on {real['device_name']}, {real['environment'].get('cpu_threads', '?')} threads** "
+             f"(epoch seconds: {real['settings']['epoch']}):", "",
+             "| configuration | steps | samples/s | real tokens/s | epoch s | × reference | val AG acc "
+             "| val entity F1 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in real["results"]:
+        speed = r.get("speedup_vs_reference")
+        lines.append(f"| {r['name']} | {r['steps']} | {r['samples_per_s']:.1f} | {r['real_tokens_per_s']:,.0f} "
+                     f"| {r['epoch_seconds']:,.0f} | {'–' if speed is None else f'{speed:.2f}'} "
+                     f"| {100 * r['val']['ag_news_accuracy']:.2f} | {100 * r['val']['conll_entity_f1']:.2f} |")
+    return lines
+
+
+def markdown(folder: Path, tiny: bool = False) -> str:
+    """The writeup's speed section from the same records as ``summarise``."""
+    lines = []
+    for dev, name in (("cpu", "cpu"), ("cuda", "gpu")):
+        if (enc := load(folder, "encode", dev, tiny)) is not None:
+            lines += encode_markdown(enc) + [""]
+        if dev == "cpu" or (folder / f"train-real-{'tiny-' if tiny else ''}{dev}.json").is_file():
+            lines += train_markdown(load(folder, "train-real", dev, tiny), name) + [""]
+    if all(load(folder, kind, "cuda", tiny) is None for kind in ("encode", "train", "train-real")):
+        lines.append(f"GPU: {GPU_MISSING}.")
+    return "\n".join(lines).strip() + "\n"
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dir", default=str(ROOT / "results" / "bench"))
@@ -177,6 +253,7 @@ def main(argv=None) -> dict:
     summary = summarise(folder, args.tiny)
     path = folder / f"summary{'-tiny' if args.tiny else ''}.json"
     path.write_text(json.dumps(summary, indent=2) + "\n")
+    path.with_suffix(".md").write_text(markdown(folder, args.tiny))
     print(json.dumps({k: v for k, v in summary.items() if k != "notes"}, indent=2))
     print(f"wrote {path}")
     return summary

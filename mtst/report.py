@@ -235,12 +235,9 @@ def task3_table(summary: dict, results: Path) -> str:
 
 
 def bench_table(results: Path) -> str:
-    """The markdown table of the benchmark figures in ``results/bench/summary.json``."""
-    if (summary := read_json(results / "bench" / "summary.json")) is None:
-        return "_No benchmark results yet (`python bench/summary.py`)._"
-    rows = [f"| `{key}` | {'not measured' if value is None else f'{value:.4g}'} |" for key, value in summary.items()
-            if value is None or isinstance(value, (int, float)) and not isinstance(value, bool)]
-    return "\n".join(["| figure | value |", "| --- | --- |", *rows])
+    """The speed section ``bench/summary.py`` writes beside ``results/bench/summary.json``."""
+    path = results / "bench" / "summary.md"
+    return path.read_text().strip() if path.is_file() else "_No benchmark results yet (`python bench/summary.py`)._"
 
 
 def make_run_note(results: Path, profile: str = "cpu") -> str:

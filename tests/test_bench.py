@@ -167,8 +167,9 @@ def written(tmp_path_factory) -> dict:
     run_bench("train.py", out, "--tiny", "--real", "--device", "cpu")
     subprocess.run([sys.executable, str(ROOT / "bench" / "summary.py"), "--dir", str(out), "--tiny"],
                    check=True, cwd=ROOT, capture_output=True, timeout=60)
-    return {kind: json.loads((out / f"{kind}-tiny{'' if kind == 'summary' else '-cpu'}.json").read_text())
-            for kind in ("encode", "train", "train-real", "summary")}
+    return {**{kind: json.loads((out / f"{kind}-tiny{'' if kind == 'summary' else '-cpu'}.json").read_text())
+               for kind in ("encode", "train", "train-real", "summary")},
+            "markdown": (out / "summary-tiny.md").read_text()}
 
 
 @pytest.mark.slow
@@ -212,6 +213,42 @@ def test_committed_record_is_consistent(name):
 
 def test_committed_summary_is_what_summary_py_computes():
     assert json.loads((COMMITTED / "summary.json").read_text()) == load_summary_module().summarise(COMMITTED)
+
+
+def speed_section_agrees(markdown: str, encode: dict, real: dict | None) -> None:
+    """Each contender's row carries its record's rate, ratios and min cosine; each target says met as the record does;
+    the fast mode is also set against the fastest peer that keeps its quality bar, found here by a plain loop."""
+    rows = {line.split("`")[1]: line for line in markdown.splitlines() if line.startswith("| `")}
+    assert set(rows) == set(encode["results"])
+    for name, r in encode["results"].items():
+        cells = [c.strip() for c in rows[name].split("|")[1:-1]]
+        assert cells[2:5] == [f"{r['sentences_per_s']:.2f}", f"{min(r['seconds']):.1f}–{max(r['seconds']):.1f}",
+                              f"{r['speedup_vs_st']:.2f}"] and cells[6] == f"{r['min_cosine']:.4f}"
+    fast, bar = encode["targets"]["fast"], encode["targets"]["thresholds"]["fast_min_cosine"]
+    fast_line = next(line for line in markdown.splitlines() if line.startswith("Fast mode"))
+    assert fast_line.split(": ")[2].startswith("met" if fast["met"] else "not met")
+    best, rate = None, 0.0
+    for name, r in encode["results"].items():
+        if r["kind"] != "ours" and r["min_cosine"] >= bar and r["sentences_per_s"] > rate:
+            best, rate = name, r["sentences_per_s"]
+    ratio = encode["results"][fast["mode"]]["sentences_per_s"] / rate
+    assert fast_line.endswith(f"(`{best}`): {ratio:.2f}×.")
+    for r in real["results"] if real else []:
+        assert any(line.startswith(f"| {r['name']} | {r['steps']} | {r['samples_per_s']:.1f} |")
+                   for line in markdown.splitlines())
+    if real is None:
+        assert "**Training speed (cpu)**: not measured yet" in markdown
+
+
+@pytest.mark.slow
+def test_the_speed_section_of_tiny_runs_shows_every_contender(written):
+    speed_section_agrees(written["markdown"], written["encode"], written["train-real"])
+
+
+def test_the_committed_speed_section_is_what_summary_py_writes():
+    markdown = (COMMITTED / "summary.md").read_text()
+    assert markdown == load_summary_module().markdown(COMMITTED)
+    speed_section_agrees(markdown, json.loads((COMMITTED / "encode-cpu.json").read_text()), None)
 
 
 def test_the_checks_catch_wrong_records():
