@@ -118,9 +118,14 @@ def measured_train_keys(record: dict | None, device: str) -> dict:
     return keys
 
 
+def load_records(folder: Path, tiny: bool) -> dict:
+    """Every record by (kind, device); None where its file is missing."""
+    return {(kind, dev): load(folder, kind, dev, tiny) for kind in ("encode", "train", "train-real")
+            for dev in ("cpu", "cuda")}
+
+
 def summarise(folder: Path, tiny: bool = False) -> dict:
-    records = {(kind, dev): load(folder, kind, dev, tiny) for kind in ("encode", "train", "train-real")
-               for dev in ("cpu", "cuda")}
+    records = load_records(folder, tiny)
     keys = {}
     for dev, name in (("cuda", "gpu"), ("cpu", "cpu")):
         keys |= encode_keys(records["encode", dev], name)
@@ -233,13 +238,13 @@ def train_markdown(real: dict | None, device: str) -> list[str]:
 
 def markdown(folder: Path, tiny: bool = False) -> str:
     """The writeup's speed section from the same records as ``summarise``."""
-    lines = []
+    records, lines = load_records(folder, tiny), []
     for dev, name in (("cpu", "cpu"), ("cuda", "gpu")):
-        if (enc := load(folder, "encode", dev, tiny)) is not None:
-            lines += encode_markdown(enc) + [""]
-        if dev == "cpu" or (folder / f"train-real-{'tiny-' if tiny else ''}{dev}.json").is_file():
-            lines += train_markdown(load(folder, "train-real", dev, tiny), name) + [""]
-    if all(load(folder, kind, "cuda", tiny) is None for kind in ("encode", "train", "train-real")):
+        if records["encode", dev] is not None:
+            lines += encode_markdown(records["encode", dev]) + [""]
+        if dev == "cpu" or records["train-real", dev] is not None:
+            lines += train_markdown(records["train-real", dev], name) + [""]
+    if all(records[kind, "cuda"] is None for kind in ("encode", "train", "train-real")):
         lines.append(f"GPU: {GPU_MISSING}.")
     return "\n".join(lines).strip() + "\n"
 
