@@ -245,10 +245,11 @@ def machine(device_name: str | None, env: dict) -> str:
 
 def group_stats(names: list[str], rows: dict, unfinished: list[int]) -> dict:
     """Mean and sample standard deviation over a group's finished seeds, the per-seed values and the median
-    wall time. Wall time gets no mean or median when the seeds ran on different kinds of machine."""
+    wall time. Wall time gets no mean or median when the seeds ran on different kinds of machine or one
+    was resumed (its wall time counts from the resume)."""
     names = sorted(names, key=lambda n: (rows[n]["seed"] or 0, n))
     stats, walls = {k: mean_std([rows[n][k] for n in names]) for k in METRICS}, [rows[n]["wall_seconds"] for n in names]
-    if len({rows[n]["machine"] for n in names}) > 1:
+    if len({rows[n]["machine"] for n in names}) > 1 or any(rows[n]["resumed_at_step"] for n in names):
         stats["wall_seconds"], walls = (None, None), None
     return {"n": len(names), "planned": max(PLANNED_SEEDS, len(names) + len(unfinished)),
             "seeds": [rows[n]["seed"] for n in names], "runs": names, "unfinished_seeds": sorted(unfinished),

@@ -106,6 +106,18 @@ def test_no_wall_time_mean_across_machines(root):
     assert re.search(r"^\| \*\*cpu\*\* \|.*\| – \|$", writeup, re.M)
 
 
+def test_no_wall_time_mean_over_a_resumed_seed(root):
+    """A resumed seed's wall time counts from the resume only: it gets no mean with whole runs."""
+    fake_run(root, "cpu-s42", 42, wall=3800.0)
+    fake_run(root, "cpu-s43", 43, wall=2100.0, metrics={"resumed_at_step": 878})
+    group = write_report(root)["groups"]["cpu"]
+    assert group["mean"]["wall_seconds"] is None and group["median_wall_seconds"] is None
+    assert "seed 43 at step 878 (its wall time counts from the resume)" in (root / "writeup.md").read_text()
+    fake_run(root, "cpu-s44", 44, wall=3600.0)
+    (root / "results" / "runs" / "cpu-s43" / "metrics.json").unlink()  # unfinished: the finished two average
+    assert write_report(root)["groups"]["cpu"]["mean"]["wall_seconds"] == pytest.approx(3700.0)
+
+
 def test_headline_is_gpu_then_cpu_then_smoke(root):
     fake_run(root, "cpu-linear-probe", 42)  # not a seed group: never the headline
     fake_run(root, "smoke-s42", 42, profile="smoke")
