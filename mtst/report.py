@@ -59,7 +59,7 @@ def runs_table(summary: dict, names) -> str:
                      f'| {_pct(r["ag_news_test_accuracy"])} | {_pct(r["ag_news_val_accuracy"])} '
                      f'| {_pct(r["conll_test_entity_f1"])} | {_pct(r["conll_test_strict_entity_f1"])} '
                      f'| {_pct(r["conll_test_token_accuracy"])} | {_pct(r["conll_test_coarse_token_accuracy"])} '
-                     f'| {r["wall_seconds"]:.0f} | {r["machine"]} |')
+                     f'| {r["wall_seconds"]:.0f}{" (resumed)" * bool(r["resumed_at_step"])} | {r["machine"]} |')
     return "\n".join(lines)
 
 
@@ -121,8 +121,9 @@ def training_facts(summary: dict, runs: dict) -> str:
         ("precision", _by_seed(rows, lambda r: r["precision"]) + f"; config `{train['precision']}`"),
         ("device", _by_seed(rows, lambda r: f"{r['machine']}, {r['cpu_threads']} threads, torch {r['torch']}")),
         ("wall time", (f"{_pm(group, 'wall_seconds')} s per seed" if group["mean"]["wall_seconds"] is not None
-                       else _by_seed(rows, lambda r: f"{r['wall_seconds']:.0f} s") + " (the seeds ran on different "
-                       "machines, some beside other work: no mean)")
+                       else _by_seed(rows, lambda r: f"{r['wall_seconds']:.0f} s") + " (no mean: " + (
+                           "the seeds ran on different machines)" if len({r["machine"] for r in rows}) > 1
+                           else "a seed was resumed)"))
                       + ", one process from building the model to the test scores; of it, caching the frozen prefix: "
                       + _by_seed(rows, _prefix_time)
                       + ", epochs: " + _by_seed(rows, lambda r: f"{r['train_seconds']:.0f} s")),

@@ -101,7 +101,8 @@ def test_no_wall_time_mean_across_machines(root):
     assert group["median_wall_seconds"] is None
     assert group["mean"]["ag_news_test_accuracy"] == pytest.approx(0.9)  # scores still averaged
     writeup = (root / "writeup.md").read_text()
-    assert "2800 s (seed 42), 4900 s (seed 43), 8300 s (seed 44)" in writeup
+    assert "2800 s (seed 42), 4900 s (seed 43), 8300 s (seed 44) (no mean: the seeds ran on different machines)" \
+        in writeup
     assert "Test CPU (AMX)" in writeup and "Test CPU (AVX512-BF16, no AMX)" in writeup
     assert re.search(r"^\| \*\*cpu\*\* \|.*\| – \|$", writeup, re.M)
 
@@ -112,7 +113,11 @@ def test_no_wall_time_mean_over_a_resumed_seed(root):
     fake_run(root, "cpu-s43", 43, wall=2100.0, metrics={"resumed_at_step": 878})
     group = write_report(root)["groups"]["cpu"]
     assert group["mean"]["wall_seconds"] is None and group["median_wall_seconds"] is None
-    assert "seed 43 at step 878 (its wall time counts from the resume)" in (root / "writeup.md").read_text()
+    writeup = (root / "writeup.md").read_text()
+    assert "seed 43 at step 878 (its wall time counts from the resume)" in writeup
+    assert "3800 s (seed 42), 2100 s (seed 43) (no mean: a seed was resumed)" in writeup
+    assert re.search(r"^\| cpu-s43 \|.*\| 2100 \(resumed\) \| Test CPU \|$", writeup, re.M)
+    assert re.search(r"^\| cpu-s42 \|.*\| 3800 \| Test CPU \|$", writeup, re.M)
     fake_run(root, "cpu-s44", 44, wall=3600.0)
     (root / "results" / "runs" / "cpu-s43" / "metrics.json").unlink()  # unfinished: the finished two average
     assert write_report(root)["groups"]["cpu"]["mean"]["wall_seconds"] == pytest.approx(3700.0)
