@@ -35,8 +35,9 @@ test: model
 
 # The headline's seeds (one training run each; the cpu profile takes about an hour a seed on 2
 # cores), then the summary and writeup. A finished seed is reused; an interrupted one resumes.
-# Another seed group of the same profile, e.g. the sampling comparison on the headline's strategy:
-#   make seeds SEED_GROUP=cpu-temperature SEED_SETS="--set train.sampling=temperature"
+# Another seed group of the same profile, e.g. the comparisons on the headline's strategy:
+#   make seeds SEED_GROUP=cpu-bs32 SEED_SETS="--set train.batch_size=32"
+#   make seeds SEED_GROUP=cpu-temperature SEED_SETS="--set train.batch_size=32 --set train.sampling=temperature"
 seeds: model
 	for s in $(SEEDS); do \
 	  $(PY) -m mtst train --profile $(SEED_PROFILE) --name $(SEED_GROUP)-s$$s \

@@ -248,9 +248,11 @@ def make_run_note(results: Path, profile: str = "cpu") -> str:
     from .runs import machine  # one more name would not fit the import line above
 
     env, notebooks = r["environment"], ", ".join(f"{name[:2]}: {s:,.0f} s" for name, s in r["notebooks"].items())
+    seed = read_json(results / "runs" / f"make-run-{profile}" / "config.json")  # the seed notebook 04 trained
+    batch = f"; its seed (`make-run-{profile}`) trained at batch {seed['train']['batch_size']} per task" if seed else ""
     return (f"The last whole `make run` (profile `{profile}`, {env['time_utc'][:10]}, {machine(env['cpu'], env)}, "
             f"{env['cpu_threads']} threads) took {r['seconds_total'] / 60:.1f} min: {r['seconds_setup']:,.0f} s to "
-            f"set up and fetch the model, then the notebooks ({notebooks})")
+            f"set up and fetch the model, then the notebooks ({notebooks}){batch}")
 
 
 def fill(template: str, fields: dict) -> str:

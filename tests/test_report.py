@@ -193,7 +193,7 @@ def test_training_facts_follow_the_records(root):
     assert "patience 1 epochs on `mean_score`; stopped early: yes (seed 42), no (seed 43), yes (seed 44)" in writeup
     assert "| precision | float32 (every seed); config `auto` |" in writeup
     assert "the top 8 encoder layers train" in writeup
-    assert "| batch size | 32 per task" in writeup and "encoder 5e-05, heads 0.001" in writeup
+    assert "| batch size | 16 per task" in writeup and "encoder 5e-05, heads 0.001" in writeup
     assert "Test CPU, 2 threads" in writeup
     assert "stops after 3 epochs" not in writeup and "fp32 on CPU" not in writeup
 
@@ -304,3 +304,8 @@ def test_the_writeup_says_how_long_the_last_whole_make_run_took(tmp_path):
     assert make_run_note(tmp_path) == (
         "The last whole `make run` (profile `cpu`, 2026-12-01, AMD EPYC (AVX512-BF16, no AMX), 2 threads) took "
         "55.0 min: 95 s to set up and fetch the model, then the notebooks (01: 9 s, 04: 3,150 s)")
+    # the seed it trained is kept as runs/make-run-cpu: its batch size is said (the profile's may have changed since)
+    (tmp_path / "runs" / "make-run-cpu").mkdir(parents=True)
+    (tmp_path / "runs" / "make-run-cpu" / "config.json").write_text(json.dumps({"train": {"batch_size": 32}}))
+    assert make_run_note(tmp_path).endswith("(01: 9 s, 04: 3,150 s); its seed (`make-run-cpu`) trained at batch 32 "
+                                            "per task")
