@@ -254,7 +254,7 @@ def main(argv=None) -> dict:
     from sentence_transformers import SentenceTransformer as STModel
 
     from mtst import SentenceTransformer
-    from mtst.assets import resolve_model
+    from mtst.assets import folder_sha256, resolve_model
     from mtst.attention import use_sdpa
     from mtst.data import read_ag_news
     from mtst.runs import environment
@@ -405,6 +405,7 @@ def main(argv=None) -> dict:
                                       f"a seeded sample of {args.downstream_limit} rows each") +
                                    "), the encoder in each mode (autocast as the mode says); not timed",
                      "artifact": None if args.tiny else args.artifact,
+                     "artifact_sha256": None if args.tiny else folder_sha256(Path(args.artifact)),
                      "downstream_limit": args.downstream_limit,
                      "peer_calibration": "OpenVINO int8: first 300 texts of " + str(calibration_path)},
         "baseline": BASELINE,

@@ -181,7 +181,24 @@ def _cpu(cpu: dict) -> str:
     return f"{cpu['name']} ({flags}), {cpu['threads']} threads"
 
 
-def encode_markdown(record: dict) -> list[str]:
+def artifact_note(settings: dict, root: Path = ROOT) -> str:
+    """Whether the artifact the record ran with is still the one in this checkout (same path under ``results/``)."""
+    if settings.get("artifact") is None:
+        return ""
+    parts = Path(settings["artifact"]).parts
+    here = root.joinpath(*parts[parts.index("results"):])
+    if settings.get("artifact_sha256") is None:
+        return (" The record does not say which version of the artifact it ran with (it predates the checksums); "
+                "re-run `bench/encode.py` to measure the one in this checkout.")
+    from mtst.assets import folder_sha256
+
+    if not here.is_dir() or folder_sha256(here) != settings["artifact_sha256"]:
+        return (f" The artifact at `{here.relative_to(root)}` has changed since this record: re-run "
+                "`bench/encode.py` to measure it.")
+    return ""
+
+
+def encode_markdown(record: dict, root: Path = ROOT) -> list[str]:
     """One encode run: its machine and settings, a row per contender, then the issue's targets."""
     s, results, t = record["settings"], record["results"], record["targets"]
     where = _cpu(record["cpu"]) if record["device"] == "cpu" else record["device_name"]
@@ -198,8 +215,8 @@ def encode_markdown(record: dict) -> list[str]:
         lines.append(f"| `{name}` ({r['kind']}) | {r['backend']}, {r['precision']} | {r['sentences_per_s']:.2f} "
                      f"| {passes} | {r['speedup_vs_st']:.2f} | {r['speedup_vs_best_st']:.2f} "
                      f"| {r['min_cosine']:.4f} | {change} |")
-    lines += ["", f"AG / F1 change: the shipped heads' AG News accuracy and CoNLL entity F1 against the exact mode, on "
-                  f"{s['downstream']}."]
+    lines += ["", f"AG / F1 change: the artifact's AG News accuracy and CoNLL entity F1 against the exact mode, on "
+                  f"{s['downstream']}." + artifact_note(s, root)]
     th = t["thresholds"]
     if f := t.get("fast"):
         bar, peer = th["fast_min_cosine"], t["best_st_backend"]

@@ -65,6 +65,11 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def folder_sha256(folder: Path) -> dict[str, str]:
+    """The sha256 of each file directly in ``folder`` (an artifact: which model a figure was measured on)."""
+    return {f.name: sha256_file(f) for f in sorted(Path(folder).iterdir()) if f.is_file()}
+
+
 def verify_sha256(path: Path, expected: str) -> None:
     """Check a file against its expected sha256.
 

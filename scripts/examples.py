@@ -24,7 +24,7 @@ def cell(text: str) -> str:
 
 def collect(artifact: Path, data_dir: Path, n_ag: int, n_conll: int) -> dict:
     """Gold and predicted labels for the first test examples of each task."""
-    from mtst.assets import sha256_file
+    from mtst.assets import folder_sha256, sha256_file
     from mtst.data import read_ag_news, read_conll
     from mtst.metrics import entity_spans
     from mtst.predict import Predictor
@@ -43,7 +43,7 @@ def collect(artifact: Path, data_dir: Path, n_ag: int, n_conll: int) -> dict:
         sentences.append({"text": " ".join(s.tokens), "gold": gold,
                           "predicted": [[e["text"], e["type"]] for e in r["entities"]]})
     return {"artifact": str(artifact.relative_to(ROOT) if artifact.is_relative_to(ROOT) else artifact),
-            "artifact_sha256": {p.name: sha256_file(p) for p in sorted(artifact.iterdir()) if p.is_file()},
+            "artifact_sha256": folder_sha256(artifact),
             "data": {"ag_news_test": sha256_file(ag_file), "conll_test": sha256_file(conll_file)},
             "environment": environment(), "ag_news": articles, "conll": sentences}
 

@@ -302,3 +302,21 @@ def test_an_interrupted_measured_run_keeps_what_it_finished(written, tmp_path):
     assert rows[reference["name"]]["samples_per_s"] == 123.0 and not partial.exists()
     epoch = next(r for r in again["results"] if "profile" in r)
     assert epoch["speedup_vs_reference"] == approx(1000.0 / epoch["epoch_seconds"])
+
+
+def test_the_speed_section_says_when_the_artifact_it_measured_has_changed(tmp_path):
+    """The AG / F1 change column is of the artifact the record ran with: a record of another version says so."""
+    from mtst.assets import folder_sha256
+
+    summary = load_summary_module()
+    art = tmp_path / "results" / "runs" / "cpu-s42" / "artifact"
+    art.mkdir(parents=True)
+    (art / "heads.safetensors").write_bytes(b"heads of the measured run")
+    settings = {"artifact": "/another/machine/results/runs/cpu-s42/artifact", "artifact_sha256": folder_sha256(art)}
+    assert summary.artifact_note(settings, tmp_path) == ""  # the same files here: nothing to say
+    (art / "heads.safetensors").write_bytes(b"heads of a later run")
+    assert summary.artifact_note(settings, tmp_path) == (
+        " The artifact at `results/runs/cpu-s42/artifact` has changed since this record: re-run `bench/encode.py` "
+        "to measure it.")
+    assert "predates the checksums" in summary.artifact_note({**settings, "artifact_sha256": None}, tmp_path)
+    assert summary.artifact_note({"artifact": None}, tmp_path) == ""  # tiny runs use no artifact
