@@ -17,6 +17,8 @@ AG News *train* texts from ``--calibration`` instead of glue/sst2 from the hub.
 """
 
 import argparse
+import contextlib
+import fcntl
 import json
 import shutil
 import sys
@@ -30,6 +32,15 @@ import numpy as np
 def reply(obj: dict) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def exclusive(work: Path):
+    """Hold ``work`` alone: the variants of one backend share it and start together, so one at a time copies
+    the model and exports it (else one deletes or overwrites the other's half-written copy)."""
+    with open(work / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def model_copy(model: str, work: Path) -> Path:
@@ -108,14 +119,15 @@ def main() -> None:
     try:
         work = Path(args.work)
         work.mkdir(parents=True, exist_ok=True)
-        folder = model_copy(args.model, work)
         texts = json.loads(Path(args.texts).read_text())
-        start = time.perf_counter()
-        if args.backend == "onnx":
-            model, file = load_onnx(folder, args.variant)
-        else:
-            model, file = load_openvino(folder, args.variant, json.loads(Path(args.calibration).read_text()))
-        load_seconds = time.perf_counter() - start
+        with exclusive(work):
+            folder = model_copy(args.model, work)
+            start = time.perf_counter()
+            if args.backend == "onnx":
+                model, file = load_onnx(folder, args.variant)
+            else:
+                model, file = load_openvino(folder, args.variant, json.loads(Path(args.calibration).read_text()))
+            load_seconds = time.perf_counter() - start
 
         def encode(xs):
             return model.encode(xs, batch_size=args.batch_size, convert_to_numpy=True, show_progress_bar=False)

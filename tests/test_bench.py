@@ -320,3 +320,24 @@ def test_the_speed_section_says_when_the_artifact_it_measured_has_changed(tmp_pa
         "to measure it.")
     assert "predates the checksums" in summary.artifact_note({**settings, "artifact_sha256": None}, tmp_path)
     assert summary.artifact_note({"artifact": None}, tmp_path) == ""  # tiny runs use no artifact
+
+
+def test_peer_workers_of_one_backend_prepare_their_shared_folder_one_at_a_time(tmp_path):
+    """Two variants start together on one work folder: each gets a whole copy of the model (no FileExistsError,
+    no half-deleted copy), however slow the copy."""
+    model = tmp_path / "model"
+    (model / "1_Pooling").mkdir(parents=True)
+    (model / "1_Pooling" / "config.json").write_text("{}")
+    (model / "config.json").write_text("{}")
+    work = tmp_path / "work"
+    work.mkdir()
+    script = (f"import sys, time, shutil; from pathlib import Path; sys.path.insert(0, {str(ROOT / 'bench')!r})\n"
+              "import peer\n"
+              "copy = shutil.copytree\n"
+              "peer.shutil.copytree = lambda *a, **k: (time.sleep(1.0), copy(*a, **k))[1]  # a slow disk\n"
+              f"with peer.exclusive(Path({str(work)!r})):\n"
+              f"    folder = peer.model_copy({str(model)!r}, Path({str(work)!r}))\n"
+              "assert (folder / '1_Pooling' / 'config.json').is_file() and (folder / '.copied').is_file()\n")
+    workers = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [w.communicate(timeout=60)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], errors
