@@ -135,7 +135,12 @@ class Peer:
 
     def _read(self) -> dict:
         line = self.proc.stdout.readline()
-        return json.loads(line) if line else {"error": f"worker exited with {self.proc.wait()}"}
+        if not line:
+            return {"error": f"worker exited with {self.proc.wait()}"}
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            return {"error": f"worker wrote {line[:200]!r} where a JSON reply belongs"}
 
     def encode(self) -> tuple[float, np.ndarray]:
         self.proc.stdin.write(json.dumps({"out": str(self.out)}) + "\n")

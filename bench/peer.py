@@ -19,7 +19,9 @@ AG News *train* texts from ``--calibration`` instead of glue/sst2 from the hub.
 import argparse
 import contextlib
 import fcntl
+import io
 import json
+import os
 import shutil
 import sys
 import time
@@ -29,9 +31,18 @@ from pathlib import Path
 import numpy as np
 
 
-def reply(obj: dict) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
+def protocol() -> io.TextIOWrapper:
+    """The driver's channel, the worker's stdout, kept for the replies alone: everything else written to stdout,
+    from Python or native code (an OpenVINO int8 export prints its progress), goes to stderr instead."""
+    channel = os.fdopen(os.dup(1), "w")
     sys.stdout.flush()
+    os.dup2(2, 1)
+    return channel
+
+
+def reply(obj: dict, channel) -> None:
+    channel.write(json.dumps(obj) + "\n")
+    channel.flush()
 
 
 @contextlib.contextmanager
@@ -116,6 +127,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--work", required=True, help="folder for the exported models (reused across runs)")
     args = p.parse_args()
+    channel = protocol()
     try:
         work = Path(args.work)
         work.mkdir(parents=True, exist_ok=True)
@@ -141,9 +153,9 @@ def main() -> None:
                 versions[name] = version(name)
             except Exception:
                 continue
-        reply({"ready": True, "versions": versions, "file": file, "load_seconds": load_seconds})
+        reply({"ready": True, "versions": versions, "file": file, "load_seconds": load_seconds}, channel)
     except Exception as err:  # the driver records why this peer did not run
-        reply({"error": f"{type(err).__name__}: {err}"})
+        reply({"error": f"{type(err).__name__}: {err}"}, channel)
         raise
     for line in sys.stdin:
         request = json.loads(line)
@@ -151,7 +163,7 @@ def main() -> None:
         out = encode(texts)
         seconds = time.perf_counter() - start
         np.save(request["out"], np.asarray(out, dtype=np.float32))
-        reply({"seconds": seconds})
+        reply({"seconds": seconds}, channel)
 
 
 if __name__ == "__main__":

@@ -341,3 +341,18 @@ def test_peer_workers_of_one_backend_prepare_their_shared_folder_one_at_a_time(t
     workers = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True) for _ in range(2)]
     errors = [w.communicate(timeout=60)[1] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], errors
+
+
+def test_a_peer_worker_replies_on_a_channel_nothing_else_writes_to():
+    """Libraries print to stdout (an OpenVINO int8 export prints its progress, from native code too): the
+    driver must still read the worker's JSON reply as its first line there."""
+    script = (f"import os, sys; sys.path.insert(0, {str(ROOT / 'bench')!r})\n"
+              "import peer\n"
+              "channel = peer.protocol()\n"
+              "print('Statistics collection: 100%')\n"
+              "os.write(1, b'native progress\\n')\n"
+              "peer.reply({'ready': True}, channel)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == '{"ready": true}\n'
+    assert "Statistics collection: 100%" in out.stderr and "native progress" in out.stderr
