@@ -2,9 +2,8 @@
 
 Each row trains the ``cpu`` profile (reference protocol: 9,600 / 2,400 AG News rows, all CoNLL
 train, official test sets) for the same budget, ``EPOCHS`` epoch(s) at batch ``BATCH`` per task,
-changing only what trains. The
-frozen bottom of the encoder runs once for the whole study: the first step caches the deepest
-prefix any row needs and, from the same pass, every shallower depth another row needs
+changing only what trains. The frozen bottom of the encoder runs once for the whole study: the
+first step caches the deepest prefix any row needs and, from the same pass, every shallower depth another row needs
 (``mtst.freezing.prefix_states``, ``keep``), bit for bit what each run would compute itself.
 
 Each run is ``python -m mtst train --reuse``: a finished row is kept, an interrupted one resumes,
