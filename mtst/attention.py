@@ -17,6 +17,7 @@ largest single gain of the exact fp32 mode on the AMD EPYC measured).
 """
 
 import contextlib
+import functools
 import weakref
 
 import torch
@@ -158,6 +159,7 @@ class PackedLinear(nn.Linear):
         autocast = torch.is_autocast_enabled("cpu")
         dtype = torch.get_autocast_dtype("cpu") if autocast else x.dtype
         if (torch.is_grad_enabled() or x.device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16)
+                or (dtype == torch.bfloat16 and not packed_bf16_available())
                 or (not autocast and dtype != self.weight.dtype)):
             return super().forward(x)
         key = (self.weight.data_ptr(), self.weight._version, dtype)
@@ -167,6 +169,13 @@ class PackedLinear(nn.Linear):
             bias = None if self.bias is None else self.bias.detach().to(dtype)
             cached = _PACKED[self] = (key, weight, bias)
         return torch.ops.mkldnn._linear_pointwise(x.to(dtype), cached[1], cached[2], "none", [], "")
+
+
+@functools.cache
+def packed_bf16_available() -> bool:
+    """Whether oneDNN packs bf16 weights on this CPU (AVX512BW/VL/DQ or AVX-NE-CONVERT); on an AVX2-only CPU
+    it raises, and bf16 takes the stock path."""
+    return packed_linear_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def packed_linear_available() -> bool:

@@ -205,6 +205,34 @@ def test_packed_linear_matches_linear():
     copy.deepcopy(model)
 
 
+def test_packed_linear_takes_the_stock_bf16_path_where_onednn_cannot_pack_bf16(monkeypatch):
+    """On an AVX2-only CPU (AMD EPYC family 23, seen here) oneDNN refuses to pack a bf16 weight: bf16 autocast
+    through the packed linears must still run, as the stock layer does, and fp32 keep its packed path."""
+    from mtst import attention
+
+    if not attention.packed_linear_available():
+        pytest.skip("this torch has no oneDNN")
+
+    def reorder(weight, *args):
+        if weight.dtype == torch.bfloat16:
+            raise RuntimeError("mkldnn_reorder_linear_weight: bf16 path needs the cpu support avx512bw")
+        return real(weight, *args)
+
+    real = torch.ops.mkldnn._reorder_linear_weight
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", reorder)
+    monkeypatch.setattr(attention, "packed_bf16_available", lambda: False)
+    torch.manual_seed(0)
+    model, x = torch.nn.Linear(48, 96), torch.randn(3, 7, 48)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        stock = model(x)
+        with attention.packed_linears(model):
+            assert type(model) is attention.PackedLinear
+            assert torch.equal(model(x), stock)
+    with torch.no_grad(), attention.packed_linears(model):
+        model(x)
+        assert attention._PACKED[model][1].dtype == torch.float32  # fp32 still packed
+
+
 def test_encode_uses_packed_linears_without_changing_results(tiny_model_dir):
     model = SentenceTransformer.from_pretrained(str(tiny_model_dir)).eval()
     batched = model.encode(SENTENCES, batch_size=4)
