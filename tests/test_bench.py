@@ -236,6 +236,12 @@ def speed_section_agrees(markdown: str, encode: dict, real: dict | None) -> None
     for r in real["results"] if real else []:
         assert any(line.startswith(f"| {r['name']} | {r['steps']} | {r['samples_per_s']:.1f} |")
                    for line in markdown.splitlines())
+    if real:
+        epoch = next(r for r in real["results"] if "profile" in r)
+        reference = next(r for r in real["results"] if r["design"] == "reference")
+        target = next(line for line in markdown.splitlines() if "profile's epoch:" in line)
+        assert f"{reference['epoch_seconds'] / epoch['epoch_seconds']:.2f}× the reference loop's" in target
+        assert target.endswith(": met." if reference["epoch_seconds"] >= 5 * epoch["epoch_seconds"] else ": not met.")
     if real is None:
         assert "**Training speed (cpu)**: not measured yet" in markdown
 
@@ -356,3 +362,47 @@ def test_a_peer_worker_replies_on_a_channel_nothing_else_writes_to():
     assert out.returncode == 0, out.stderr
     assert out.stdout == '{"ready": true}\n'
     assert "Statistics collection: 100%" in out.stderr and "native progress" in out.stderr
+
+
+@pytest.mark.parametrize("output, error", [("Statistics collection: 10%", "where a JSON reply belongs"),
+                                           ("", "worker exited with 3")])
+def test_a_peer_that_does_not_reply_in_json_is_skipped_with_what_it_wrote(tmp_path, output, error):
+    """The driver does not crash on a worker's stray line or silent exit: the peer gets an error that says
+    what happened, and bench/encode.py skips it naming that error."""
+    spec = importlib.util.spec_from_file_location("bench_encode", ROOT / "bench" / "encode.py")
+    encode = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(encode)
+    worker = tmp_path / "python"  # stands in for a peer environment's interpreter
+    worker.write_text(f"#!/bin/sh\n{'echo ' + repr(output) if output else ''}\nexit 3\n")
+    worker.chmod(0o755)
+    peer = encode.Peer("st-fake", worker, "openvino", "fp32", "model", tmp_path / "texts.json",
+                       tmp_path / "calibration.json", 32, tmp_path, tmp_path / "st-fake.log")
+    peer.wait_ready()
+    peer.close()
+    assert error in peer.error and output in peer.error and not peer.ready
+
+
+def test_the_fast_mode_is_exact_where_the_cpu_has_no_native_bf16(monkeypatch):
+    """What the demo serves: bf16 autocast where bf16 is native, else exact; the emulated bf16 modes (~7x slower
+    than fp32 on an AVX2-only CPU) are then not run unless asked for, and the speed section says why."""
+    import torch
+
+    import mtst.distributed
+
+    spec = importlib.util.spec_from_file_location("bench_encode", ROOT / "bench" / "encode.py")
+    encode = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(encode)
+    cpu = torch.device("cpu")
+    for native, fast, modes in ((True, "bf16-autocast", "exact,bf16-autocast,bf16"), (False, "exact", "exact")):
+        monkeypatch.setattr(mtst.distributed, "cpu_has_bf16", lambda native=native: native)
+        assert (encode.fast_mode(cpu), encode.default_modes(cpu)) == (fast, modes)
+    record = json.loads((COMMITTED / "encode-cpu.json").read_text())
+    record["results"] = {k: v for k, v in record["results"].items() if k in ("sentence-transformers", "exact")}
+    record |= {"fast_mode": "exact", "fast_mode_note": encode.NO_BF16}
+    record["targets"] = encode.targets(record["results"], "exact")
+    keys = load_summary_module().encode_keys(record, "cpu")
+    assert keys["encode_fast_mode_cpu"] == "exact"
+    assert keys["encode_speedup_vs_st_cpu"] == record["results"]["exact"]["speedup_vs_st"]
+    markdown = "\n".join(load_summary_module().encode_markdown(record))
+    assert "Fast mode (`exact`)" in markdown and f"Why the fast mode is `exact` on this machine: {encode.NO_BF16}." \
+        in markdown
