@@ -51,9 +51,9 @@ MODES = {
 }
 DEFAULT_MODES = {"cpu": "exact,bf16-autocast,bf16", "cuda": "exact,bf16-autocast,bf16,fp16"}
 FAST_MODE = "bf16-autocast"  # the mode the demo and the targets call "fast" (where the CPU has bf16)
-NO_BF16 = ("this CPU computes bf16 only by emulation (no AVX512-BF16 or AMX; a bf16-autocast GEMM ran ~7x slower "
-           "than fp32 on an AVX2-only AMD EPYC): the demo runs the exact mode here, so the fast mode is exact, and "
-           "the bf16 modes run only when --modes asks for them")
+NO_BF16 = ("this CPU has neither AVX512-BF16 nor AMX, so bf16 matrix products are emulated and slower than fp32: "
+           "the demo runs the exact mode here, so the fast mode is exact, and the bf16 modes run only when --modes "
+           "asks for them")
 # Peer backends: name -> (environment folder, bench/peer.py --backend, --variant).
 PEERS = {
     "st-openvino-fp32": (".venv-openvino", "openvino", "fp32"),

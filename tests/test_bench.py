@@ -383,8 +383,8 @@ def test_a_peer_that_does_not_reply_in_json_is_skipped_with_what_it_wrote(tmp_pa
 
 
 def test_the_fast_mode_is_exact_where_the_cpu_has_no_native_bf16(monkeypatch):
-    """What the demo serves: bf16 autocast where bf16 is native, else exact; the emulated bf16 modes (~7x slower
-    than fp32 on an AVX2-only CPU) are then not run unless asked for, and the speed section says why."""
+    """What the demo serves: bf16 autocast where bf16 is native, else exact; the emulated bf16 modes (slower than
+    fp32 on an AVX2-only CPU) are then not run unless asked for, and the speed section says why."""
     import torch
 
     import mtst.distributed
