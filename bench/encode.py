@@ -240,9 +240,9 @@ def fast_mode(device: torch.device) -> str:
     return FAST_MODE if device.type != "cpu" or cpu_has_bf16() else "exact"
 
 
-def default_modes(device: torch.device) -> str:
-    """Our modes when --modes is not given: each device's list, only ``exact`` on a CPU without native bf16."""
-    return DEFAULT_MODES.get(device.type, "exact,bf16-autocast") if fast_mode(device) == FAST_MODE else "exact"
+def default_modes(device: torch.device, fast: str) -> str:
+    """Our modes when --modes is not given: each device's list, only ``exact`` where the fast mode is exact."""
+    return DEFAULT_MODES.get(device.type, "exact,bf16-autocast") if fast == FAST_MODE else "exact"
 
 
 def targets(results: dict, fast: str) -> dict:
@@ -297,7 +297,8 @@ def main(argv=None) -> dict:
         calibration_path = texts_path.with_name("train_subset_20k.csv")
         n, repeats = args.n, args.repeats
     texts = [e.text for e in read_ag_news(texts_path)][:n]
-    modes = (args.modes or default_modes(device)).split(",")
+    fast = fast_mode(device)
+    modes = (args.modes or default_modes(device, fast)).split(",")
     if args.peers == "auto":
         peer_names = [] if args.tiny or device.type != "cpu" else list(PEERS)
     else:
@@ -430,10 +431,10 @@ def main(argv=None) -> dict:
                      "downstream_limit": args.downstream_limit,
                      "peer_calibration": "OpenVINO int8: first 300 texts of " + str(calibration_path)},
         "baseline": BASELINE,
-        "fast_mode": fast_mode(device),
-        "fast_mode_note": None if fast_mode(device) == FAST_MODE else NO_BF16,
+        "fast_mode": fast,
+        "fast_mode_note": None if fast == FAST_MODE else NO_BF16,
         "skipped": skipped,
-        "targets": targets(results, fast_mode(device)),
+        "targets": targets(results, fast),
         "results": results,
     }
     out = Path(args.out)
@@ -443,7 +444,7 @@ def main(argv=None) -> dict:
     if down_modes:
         for name, scores in downstream_scores(args, down_modes, device).items():
             results[name]["downstream"] = scores
-        record["targets"] = targets(results, record["fast_mode"])
+        record["targets"] = targets(results, fast)
         path.write_text(json.dumps(record, indent=2) + "\n")
     for name, res in results.items():
         down = res["downstream"]

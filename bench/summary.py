@@ -93,6 +93,12 @@ def train_keys(record: dict | None, device: str) -> dict:
     return keys
 
 
+def epoch_and_reference(record: dict) -> tuple[dict, dict]:
+    """A ``--real`` record's two rows the target compares: the profile's real epoch and the reference loop."""
+    rows = record["results"]
+    return next(r for r in rows if "profile" in r), next(r for r in rows if r["design"] == "reference")
+
+
 def measured_train_keys(record: dict | None, device: str) -> dict:
     """``bench/train.py --real``: the cpu profile's real epoch against the reference loop's timed steps,
     and every row's validation scores beside its speed."""
@@ -102,15 +108,13 @@ def measured_train_keys(record: dict | None, device: str) -> dict:
             f"train_measured_reference_steps_{device}": None}
     if record is None:
         return keys
-    rows = record["results"]
-    epoch = next(r for r in rows if "profile" in r)
-    reference = next(r for r in rows if r["design"] == "reference")
+    epoch, reference = epoch_and_reference(record)
     keys |= {f"train_measured_speedup_vs_reference_{device}": epoch["speedup_vs_reference"],
              f"train_measured_speedup_vs_reference_with_caching_{device}": epoch["speedup_vs_reference_with_caching"],
              f"train_measured_epoch_seconds_{device}": epoch["epoch_seconds"],
              f"train_measured_reference_epoch_seconds_{device}": reference["epoch_seconds"],
              f"train_measured_reference_steps_{device}": reference["steps"]}
-    for row in rows:  # one key per configuration, its name in the key
+    for row in record["results"]:  # one key per configuration, its name in the key
         tag = row["name"].replace(" ", "-")
         keys |= {f"train_measured_samples_per_s_{device}_{tag}": row["samples_per_s"],
                  f"train_measured_real_tokens_per_s_{device}_{tag}": row["real_tokens_per_s"],
@@ -253,8 +257,7 @@ def train_markdown(real: dict | None, device: str) -> list[str]:
         lines.append(f"| {r['name']} | {r['steps']} | {r['samples_per_s']:.1f} | {r['real_tokens_per_s']:,.0f} "
                      f"| {r['epoch_seconds']:,.0f} | {'–' if speed is None else f'{speed:.2f}'} "
                      f"| {100 * r['val']['ag_news_accuracy']:.2f} | {100 * r['val']['conll_entity_f1']:.2f} |")
-    epoch = next(r for r in real["results"] if "profile" in r)
-    reference = next(r for r in real["results"] if r["design"] == "reference")
+    epoch, reference = epoch_and_reference(real)
     lines.append(f"\nThe {epoch['profile']} profile's epoch: {epoch['speedup_vs_reference']:.2f}× the reference loop's "
                  f"({epoch['speedup_vs_reference_with_caching']:.2f}× with its prefix pass of "
                  f"{epoch['prefix_seconds']:,.0f} s), the reference's epoch extrapolated from its {reference['steps']} "

@@ -28,11 +28,16 @@ def run_bench(script: str, out: Path, *args: str) -> None:
                    cwd=ROOT, timeout=300, capture_output=True)
 
 
-def load_summary_module():
-    spec = importlib.util.spec_from_file_location("bench_summary", ROOT / "bench" / "summary.py")
+def load_bench_module(script: str):
+    """``bench/<script>.py`` as a module (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{script}", ROOT / "bench" / f"{script}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_summary_module():
+    return load_bench_module("summary")
 
 
 def key_paths(value, at: str = "") -> set[str]:
@@ -369,9 +374,7 @@ def test_a_peer_worker_replies_on_a_channel_nothing_else_writes_to():
 def test_a_peer_that_does_not_reply_in_json_is_skipped_with_what_it_wrote(tmp_path, output, error):
     """The driver does not crash on a worker's stray line or silent exit: the peer gets an error that says
     what happened, and bench/encode.py skips it naming that error."""
-    spec = importlib.util.spec_from_file_location("bench_encode", ROOT / "bench" / "encode.py")
-    encode = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(encode)
+    encode = load_bench_module("encode")
     worker = tmp_path / "python"  # stands in for a peer environment's interpreter
     worker.write_text(f"#!/bin/sh\n{'echo ' + repr(output) if output else ''}\nexit 3\n")
     worker.chmod(0o755)
@@ -389,20 +392,19 @@ def test_the_fast_mode_is_exact_where_the_cpu_has_no_native_bf16(monkeypatch):
 
     import mtst.distributed
 
-    spec = importlib.util.spec_from_file_location("bench_encode", ROOT / "bench" / "encode.py")
-    encode = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(encode)
+    encode = load_bench_module("encode")
     cpu = torch.device("cpu")
     for native, fast, modes in ((True, "bf16-autocast", "exact,bf16-autocast,bf16"), (False, "exact", "exact")):
         monkeypatch.setattr(mtst.distributed, "cpu_has_bf16", lambda native=native: native)
-        assert (encode.fast_mode(cpu), encode.default_modes(cpu)) == (fast, modes)
+        assert (encode.fast_mode(cpu), encode.default_modes(cpu, encode.fast_mode(cpu))) == (fast, modes)
     record = json.loads((COMMITTED / "encode-cpu.json").read_text())
     record["results"] = {k: v for k, v in record["results"].items() if k in ("sentence-transformers", "exact")}
     record |= {"fast_mode": "exact", "fast_mode_note": encode.NO_BF16}
     record["targets"] = encode.targets(record["results"], "exact")
-    keys = load_summary_module().encode_keys(record, "cpu")
+    summary = load_summary_module()
+    keys = summary.encode_keys(record, "cpu")
     assert keys["encode_fast_mode_cpu"] == "exact"
     assert keys["encode_speedup_vs_st_cpu"] == record["results"]["exact"]["speedup_vs_st"]
-    markdown = "\n".join(load_summary_module().encode_markdown(record))
+    markdown = "\n".join(summary.encode_markdown(record))
     assert "Fast mode (`exact`)" in markdown and f"Why the fast mode is `exact` on this machine: {encode.NO_BF16}." \
         in markdown
