@@ -15,7 +15,8 @@ CoNLL-2003 entity F1 on the official test sets, by ``mtst.train.evaluate`` with 
     python bench/encode.py --tiny          # tiny random model, a few batches, no peers (CI)
 
 Writes ``results/bench/encode-<device>.json`` (``encode-tiny-<device>.json`` with ``--tiny``,
-``encode-<device>-<tag>.json`` with ``--tag``: side experiments, e.g. ``--modes exact,exact-eager``).
+``encode-<device>-<tag>.json`` with ``--tag``: side runs, e.g. ``--modes exact,exact-eager`` or another CPU, shown
+under the main record in ``summary.md``).
 """
 
 import argparse
@@ -85,7 +86,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--out", default=str(ROOT / "results" / "bench"))
-    p.add_argument("--tag", help="suffix of the result file (side experiments stay out of the summary)")
+    p.add_argument("--tag", help="suffix of the result file: a side run, shown under the main record in summary.md")
     p.add_argument("--tiny", action="store_true", help="tiny random model and fixture texts (seconds)")
     return p.parse_args(argv)
 
@@ -422,7 +423,8 @@ def main(argv=None) -> dict:
                      "rate": "n / median seconds of the timed passes; each pass includes tokenisation",
                      "order": "one round = every contender once, peers included; the order rotates every round",
                      "accuracy_reference": "sentence-transformers (torch) in fp32 on the same folder",
-                     "downstream": "mtst.train.evaluate of --artifact on the AG News and CoNLL-2003 test sets ("
+                     "downstream": None if not down_modes else  # --downstream none: nothing scored
+                                   "mtst.train.evaluate of --artifact on the AG News and CoNLL-2003 test sets ("
                                    + ("all rows" if args.downstream_limit is None else
                                       f"a seeded sample of {args.downstream_limit} rows each") +
                                    "), the encoder in each mode (autocast as the mode says); not timed",

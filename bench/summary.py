@@ -22,6 +22,14 @@ def load(folder: Path, kind: str, device: str, tiny: bool) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def side_records(folder: Path, device: str, tiny: bool) -> list[tuple[str, dict]]:
+    """Tagged encode records of ``device`` (``bench/encode.py --tag T``): side runs, such as another CPU or
+    other modes. Shown in ``summary.md`` under the main record; of ``summary.json`` they give only the SDPA ratio
+    of the ``attention`` run."""
+    paths = sorted(folder.glob(f"encode-{'tiny-' if tiny else ''}{device}-*.json"))
+    return [(p.name, json.loads(p.read_text())) for p in paths]
+
+
 def encode_keys(record: dict | None, device: str) -> dict:
     """Our fast and exact modes against plain sentence-transformers and against its best backend (peers named)."""
     keys = {f"encode_speedup_vs_st_{device}": None, f"encode_fast_mode_{device}": None,
@@ -175,7 +183,7 @@ def summarise(folder: Path, tiny: bool = False) -> dict:
         },
         "sources": sorted([f"{kind}-{'tiny-' if tiny else ''}{dev}.json"
                            for (kind, dev), rec in records.items() if rec is not None]
-                          + [p.name for p in folder.glob("encode-*-attention.json")]),
+                          + [file for dev in ("cpu", "cuda") for file, _ in side_records(folder, dev, tiny)]),
     }
     return summary
 
@@ -203,11 +211,11 @@ def artifact_note(settings: dict, root: Path = ROOT) -> str:
     return ""
 
 
-def encode_markdown(record: dict, root: Path = ROOT) -> list[str]:
+def encode_markdown(record: dict, root: Path = ROOT, title: str = "Encoding") -> list[str]:
     """One encode run: its machine and settings, a row per contender, then the issue's targets."""
     s, results, t = record["settings"], record["results"], record["targets"]
     where = _cpu(record["cpu"]) if record["device"] == "cpu" else record["device_name"]
-    lines = [f"**Encoding on {where}**: {s['n']} texts of `{Path(s['texts']).name}` ({s['mean_tokens']:.0f} tokens on "
+    lines = [f"**{title} on {where}**: {s['n']} texts of `{Path(s['texts']).name}` ({s['mean_tokens']:.0f} tokens on "
              f"average), batch {s['batch_size']}, {s['repeats']} timed passes per contender, interleaved; "
              "sentences/s = texts / median pass seconds, tokenisation included.", "",
              "| contender | backend, precision | sentences/s | passes (s) | × plain ST | × fastest ST backend "
@@ -220,8 +228,9 @@ def encode_markdown(record: dict, root: Path = ROOT) -> list[str]:
         lines.append(f"| `{name}` ({r['kind']}) | {r['backend']}, {r['precision']} | {r['sentences_per_s']:.2f} "
                      f"| {passes} | {r['speedup_vs_st']:.2f} | {r['speedup_vs_best_st']:.2f} "
                      f"| {r['min_cosine']:.4f} | {change} |")
-    lines += ["", f"AG / F1 change: the artifact's AG News accuracy and CoNLL entity F1 against the exact mode, on "
-                  f"{s['downstream']}." + artifact_note(s, root)]
+    lines += ["", "AG / F1 change: not scored in this run (`--downstream none`)." if s["downstream"] is None else
+              f"AG / F1 change: the artifact's AG News accuracy and CoNLL entity F1 against the exact mode, on "
+              f"{s['downstream']}." + artifact_note(s, root)]
     th = t["thresholds"]
     if f := t.get("fast"):
         bar, peer = th["fast_min_cosine"], t["best_st_backend"]
@@ -272,6 +281,8 @@ def markdown(folder: Path, tiny: bool = False) -> str:
     for dev, name in (("cpu", "cpu"), ("cuda", "gpu")):
         if records["encode", dev] is not None:
             lines += encode_markdown(records["encode", dev]) + [""]
+        for file, side in side_records(folder, dev, tiny):
+            lines += encode_markdown(side, title=f"Side run `{file}`, not the figures above: encoding") + [""]
         if dev == "cpu" or records["train-real", dev] is not None:
             lines += train_markdown(records["train-real", dev], name) + [""]
     if all(records[kind, "cuda"] is None for kind in ("encode", "train", "train-real")):
