@@ -145,13 +145,12 @@ def summarise(folder: Path, tiny: bool = False) -> dict:
         keys |= train_keys(records["train", dev], name)
         keys |= measured_train_keys(records["train-real", dev], name)
     cosines = keys.pop("_fast_cosines_gpu") + keys.pop("_fast_cosines_cpu")
+    sides = {dev: dict(side_records(folder, dev, tiny)) for dev in ("cuda", "cpu")}
     for dev, name in (("cuda", "gpu"), ("cpu", "cpu")):  # side run: --modes exact,exact-eager --tag attention
-        side = folder / f"encode-{'tiny-' if tiny else ''}{dev}-attention.json"
-        if side.is_file():
-            res = json.loads(side.read_text())["results"]
-            if "exact" in res and "exact-eager" in res:
-                keys[f"encode_sdpa_vs_eager_{name}"] = res["exact"]["sentences_per_s"] / \
-                    res["exact-eager"]["sentences_per_s"]
+        res = sides[dev].get(f"encode-{'tiny-' if tiny else ''}{dev}-attention.json", {}).get("results", {})
+        if "exact" in res and "exact-eager" in res:
+            keys[f"encode_sdpa_vs_eager_{name}"] = res["exact"]["sentences_per_s"] / \
+                res["exact-eager"]["sentences_per_s"]
     notes = {}
     if all(records[kind, "cuda"] is None for kind in ("encode", "train", "train-real")):
         notes["gpu"] = GPU_MISSING
@@ -183,7 +182,7 @@ def summarise(folder: Path, tiny: bool = False) -> dict:
         },
         "sources": sorted([f"{kind}-{'tiny-' if tiny else ''}{dev}.json"
                            for (kind, dev), rec in records.items() if rec is not None]
-                          + [file for dev in ("cpu", "cuda") for file, _ in side_records(folder, dev, tiny)]),
+                          + [file for files in sides.values() for file in files]),
     }
     return summary
 
