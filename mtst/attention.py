@@ -13,7 +13,8 @@ whose adapters wrap the q, k, v, o projections; ``use_sdpa(backbone, False)`` sw
 
 Also here, the other inference kernel swap ``SentenceTransformer.encode`` makes: ``packed_linears``
 runs the linears of a block on oneDNN with pre-packed weights on the CPU (bench/encode.py: the
-largest single gain of the exact fp32 mode on the AMD EPYC measured).
+largest single gain of the exact fp32 mode on the AVX512 AMD EPYC measured; fp32 stays stock on a CPU
+without AVX512, where packing it was slower).
 """
 
 import contextlib
@@ -148,10 +149,11 @@ _PACKED: "weakref.WeakKeyDictionary[nn.Linear, tuple]" = weakref.WeakKeyDictiona
 class PackedLinear(nn.Linear):
     """``nn.Linear`` that, on the CPU without autograd, multiplies by a weight pre-packed for oneDNN.
 
-    Same math (fp32 stays fp32; under bf16 autocast, bf16 as autocast would); on the AMD EPYC of
-    bench/encode.py it runs the fp32 GEMMs ~1.4x faster than the default MKL path, bf16 ~1.2x. The
+    Same math (fp32 stays fp32; under bf16 autocast, bf16 as autocast would); on the AVX512 AMD EPYC (Zen 4)
+    of bench/encode.py it runs the fp32 GEMMs ~1.4x faster than the default MKL path, bf16 ~1.2x. The
     packed copy is made on first use and again after any change of the weight; with autograd on,
-    or on another device, this is the stock ``nn.Linear``.
+    on another device, and for a dtype this CPU does not pack (or packs to no gain: fp32 without AVX512),
+    this is the stock ``nn.Linear``.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,6 +162,7 @@ class PackedLinear(nn.Linear):
         dtype = torch.get_autocast_dtype("cpu") if autocast else x.dtype
         if (torch.is_grad_enabled() or x.device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16)
                 or (dtype == torch.bfloat16 and not packed_bf16_available())
+                or (dtype == torch.float32 and not packed_fp32_pays())
                 or (not autocast and dtype != self.weight.dtype)):
             return super().forward(x)
         key = (self.weight.data_ptr(), self.weight._version, dtype)
@@ -169,6 +172,15 @@ class PackedLinear(nn.Linear):
             bias = None if self.bias is None else self.bias.detach().to(dtype)
             cached = _PACKED[self] = (key, weight, bias)
         return torch.ops.mkldnn._linear_pointwise(x.to(dtype), cached[1], cached[2], "none", [], "")
+
+
+@functools.cache
+def packed_fp32_pays() -> bool:
+    """Whether fp32 takes the packed path on this CPU: where it has AVX512. On AVX2-only CPUs (AMD EPYC
+    families 23 and 25, Zen 1 and Zen 3) the packed fp32 GEMM was slower than the stock one, and further from
+    sentence-transformers (beyond the exact mode's 1e-5 on one AG News text, tests/test_real.py), so fp32
+    stays stock there."""
+    return packed_linear_available() and torch.cpu._is_avx512_supported()
 
 
 @functools.cache

@@ -179,11 +179,13 @@ def test_sdpa_equals_eager_on_the_real_model(real_model_dir):
     assert abs(a - b).max() <= 1e-5
 
 
-def test_packed_linear_matches_linear():
+def test_packed_linear_matches_linear(monkeypatch):
+    from mtst import attention
     from mtst.attention import PackedLinear, packed_linear_available, packed_linears
 
     if not packed_linear_available():
         pytest.skip("this torch has no oneDNN")
+    monkeypatch.setattr(attention, "packed_fp32_pays", lambda: True)  # the packed fp32 path, on any CPU
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(48, 96), torch.nn.GELU(), torch.nn.Linear(96, 16, bias=False))
     x = torch.randn(3, 7, 48)
@@ -221,6 +223,7 @@ def test_packed_linear_takes_the_stock_bf16_path_where_onednn_cannot_pack_bf16(m
     real = torch.ops.mkldnn._reorder_linear_weight
     monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", reorder)
     monkeypatch.setattr(attention, "packed_bf16_available", lambda: False)
+    monkeypatch.setattr(attention, "packed_fp32_pays", lambda: True)
     torch.manual_seed(0)
     model, x = torch.nn.Linear(48, 96), torch.randn(3, 7, 48)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -231,6 +234,26 @@ def test_packed_linear_takes_the_stock_bf16_path_where_onednn_cannot_pack_bf16(m
     with torch.no_grad(), attention.packed_linears(model):
         model(x)
         assert attention._PACKED[model][1].dtype == torch.float32  # fp32 still packed
+
+
+def test_fp32_stays_stock_where_packing_it_does_not_pay(monkeypatch):
+    """Without AVX512 (an AVX2-only AMD EPYC, seen here) fp32 takes the stock GEMM, bit for bit, and nothing is
+    packed: there the packed one was slower and missed the exact mode's bound (tests/test_real.py)."""
+    from mtst import attention
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_supported", lambda: False)
+    attention.packed_fp32_pays.cache_clear()
+    try:
+        assert not attention.packed_fp32_pays()
+        torch.manual_seed(0)
+        model, x = torch.nn.Linear(48, 96), torch.randn(3, 7, 48)
+        with torch.no_grad():
+            stock = model(x)
+            with attention.packed_linears(model):
+                assert torch.equal(model(x), stock)
+        assert model not in attention._PACKED
+    finally:
+        attention.packed_fp32_pays.cache_clear()
 
 
 def test_encode_uses_packed_linears_without_changing_results(tiny_model_dir):
