@@ -104,9 +104,10 @@ def load_onnx(folder: Path, variant: str):
 
     config = onnx_int8_config(torch.cpu.get_capabilities(), platform.machine())
     # sentence-transformers names the file by the weights' type: model_qint8_avx512_vnni.onnx, model_quint8_avx2.onnx
-    if not list((folder / "onnx").glob(f"model_*int8_{config}.onnx")):
+    pattern = f"model_*int8_{config}.onnx"
+    if not any((folder / "onnx").glob(pattern)):
         export_dynamic_quantized_onnx_model(fp32, config, str(folder))
-    name = str(next((folder / "onnx").glob(f"model_*int8_{config}.onnx")).relative_to(folder))
+    name = str(next((folder / "onnx").glob(pattern)).relative_to(folder))
     return SentenceTransformer(str(folder), backend="onnx", device="cpu", model_kwargs={"file_name": name}), name
 
 

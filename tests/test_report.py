@@ -309,4 +309,3 @@ def test_the_writeup_says_how_long_the_last_whole_make_run_took(tmp_path):
     (tmp_path / "runs" / "make-run-cpu" / "config.json").write_text(json.dumps({"train": {"batch_size": 32}}))
     assert make_run_note(tmp_path).endswith("(01: 9 s, 04: 3,150 s); its seed (`make-run-cpu`) trained at batch 32 "
                                             "per task")
-
