@@ -5,6 +5,7 @@ Runs named ``<group>-s<seed>`` form a seed group, reported as the mean and sampl
 over its finished seeds. The headline is the first group of ``HEADLINE_ORDER`` with a finished seed.
 """
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -24,6 +25,7 @@ PACKAGES = ("mtst", "torch", "transformers", "tokenizers", "sentence-transformer
 
 # What decides CPU training and inference speed here: bf16 / int8 matrix units.
 CPU_FEATURES = {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile"}
+CPUINFO = Path("/proc/cpuinfo")
 
 
 def environment(device: torch.device | str | None = None) -> dict:
@@ -34,16 +36,15 @@ def environment(device: torch.device | str | None = None) -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    cpu, flags = platform.processor(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
+    fields = {}  # the first processor's /proc/cpuinfo lines, up to its flags
+    with contextlib.suppress(OSError):
+        for key, _, value in (line.partition(":") for line in CPUINFO.read_text().splitlines()):
+            fields.setdefault(key.strip(), value.strip())
+            if key.strip() == "flags":
                 break
-    except OSError:
-        pass
+    cpu, flags = fields.get("model name", platform.processor()), set(fields.get("flags", "").split())
+    if "cpu family" in fields and "model" in fields:  # "AMD EPYC" alone names Zen 1, 3 and 4 alike
+        cpu += f" (family {fields['cpu family']}, model {fields['model']})"
     env = {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu,
            "cpu_features": sorted(flags & CPU_FEATURES),
            "cpu_threads": torch.get_num_threads(), "packages": versions,
@@ -108,10 +109,9 @@ def plot_losses(steps: list[dict], epochs: list[dict], path, title: str = "") ->
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, task, name in ((axes[0], "cls", "AG News topic"), (axes[1], "ner", "CoNLL-2003 NER")):
-        if steps and f"train_{task}_loss" in steps[0]:
-            ax.plot([s["step"] for s in steps if f"train_{task}_loss" in s],
-                    [s[f"train_{task}_loss"] for s in steps if f"train_{task}_loss" in s],
-                    label="train", alpha=0.8)
+        points = [(s["step"], s[f"train_{task}_loss"]) for s in steps if f"train_{task}_loss" in s]
+        if points:
+            ax.plot(*zip(*points), label="train", alpha=0.8)
         if epochs and f"val_{task}_loss" in epochs[0]:
             ax.plot([e["step"] for e in epochs], [e[f"val_{task}_loss"] for e in epochs], "o-", label="validation")
         ax.set(title=name, xlabel="step", ylabel="cross-entropy")

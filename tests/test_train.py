@@ -301,3 +301,19 @@ def test_gradual_unfreezing_adds_one_layer_from_the_top_each_stage(setup, tmp_pa
     n = len(seen)
     expected = [() if s * 3 // n == 0 else ((1,) if s * 3 // n == 1 else (0, 1)) for s in range(n)]
     assert n >= 6 and seen == expected, seen
+
+
+@pytest.mark.parametrize("cpuinfo, cpu, features", [
+    # x86: the first processor's name, family and model (vendor names like "AMD EPYC" hide the generation)
+    ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n"
+     "flags\t\t: fpu avx avx2 fma\n\nprocessor\t: 1\ncpu family\t: 23\nmodel\t\t: 49\nmodel name\t: other\n",
+     "AMD EPYC (family 25, model 1)", ["avx2"]),
+    ("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\nCPU implementer\t: 0x41\n", "ARMv8", []),
+], ids=["x86", "arm"])
+def test_environment_names_the_cpu_generation(monkeypatch, tmp_path, cpuinfo, cpu, features):
+    from mtst import runs
+    (tmp_path / "cpuinfo").write_text(cpuinfo)
+    monkeypatch.setattr(runs, "CPUINFO", tmp_path / "cpuinfo")
+    monkeypatch.setattr(runs.platform, "processor", lambda: "ARMv8")
+    env = runs.environment()
+    assert env["cpu"] == cpu and env["cpu_features"] == features
