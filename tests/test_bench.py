@@ -252,6 +252,14 @@ def speed_section_agrees(markdown: str, encode: dict, real: dict | None, title: 
             best, rate = name, r["sentences_per_s"]
     ratio = encode["results"][fast["mode"]]["sentences_per_s"] / rate
     assert fast_line.endswith(f"(`{best}`): {ratio:.2f}×.")
+    assert ("No sentence-transformers backend but plain torch ran" in "\n".join(lines)) == \
+        all(r["kind"] != "peer" for r in encode["results"].values())
+    if exact := encode["targets"].get("exact"):  # the median ratio, and the ratio in each round
+        exact_line = next(line for line in lines if line.startswith("Exact mode"))
+        st, ours = (encode["results"][name]["seconds"] for name in (encode["baseline"], "exact"))
+        per_round = sorted(st[r] / ours[r] for r in range(len(st)))
+        assert f"{exact['vs_st']:.2f}× plain sentence-transformers (per round {per_round[0]:.2f}–{per_round[-1]:.2f})" \
+            in exact_line and exact_line.endswith(": met." if exact["met"] else ": not met.")
     for r in real["results"] if real else []:
         assert any(line.startswith(f"| {r['name']} | {r['steps']} | {r['samples_per_s']:.1f} |")
                    for line in markdown.splitlines())
@@ -274,6 +282,9 @@ def test_the_committed_speed_section_is_what_summary_py_writes():
     markdown = (COMMITTED / "summary.md").read_text()
     assert markdown == load_summary_module().markdown(COMMITTED)
     speed_section_agrees(markdown, json.loads((COMMITTED / "encode-cpu.json").read_text()), None)
+    for name in (n for n in RECORDS if n.startswith("encode-cpu-")):  # the side runs, each in its own block
+        speed_section_agrees(markdown, json.loads((COMMITTED / name).read_text()), None,
+                             f"**Side run `{name}`, not the figures above: encoding on")
 
 
 @pytest.mark.slow
