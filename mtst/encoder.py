@@ -85,6 +85,23 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Te
     return input_ids, attention_mask
 
 
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Row indices in batches, longest sentences first (each batch carries little padding).
+
+    A batch holds at most ``batch_size`` rows and at most ``batch_size`` times the mean length in tokens,
+    padding included, so a few long sentences come in smaller batches instead of padding a whole batch of
+    short ones. Equal lengths give plain batches of ``batch_size``.
+    """
+    order = np.argsort([-n for n in lengths], kind="stable")
+    budget = batch_size * sum(lengths) / max(len(lengths), 1)
+    batches, start = [], 0
+    while start < len(order):
+        size = int(min(batch_size, max(1, budget // lengths[order[start]])))
+        batches.append(order[start:start + size])
+        start += size
+    return batches
+
+
 class SentenceTransformer(nn.Module):
     """A transformer backbone with pooling, giving one fixed-length embedding per sentence.
 
@@ -169,12 +186,13 @@ class SentenceTransformer(nn.Module):
                autocast_dtype: torch.dtype | None = None):
         """Embed sentences, in input order.
 
-        Sentences are sorted by token length so each batch carries little padding; the result
-        does not depend on the batching (padding is masked out of the pooling).
+        Sentences are sorted by token length so each batch carries little padding, and long ones come in
+        smaller batches (``length_batches``); the result does not depend on the batching (padding is
+        masked out of the pooling).
 
         Args:
             sentences: one string or a list of strings.
-            batch_size: sentences per forward pass.
+            batch_size: sentences per forward pass (fewer for sentences longer than the mean).
             normalize: L2-normalise (default: the model's ``normalize``).
             convert_to: ``numpy`` (float32 array), ``tensor`` (on CPU) or ``list``.
             show_progress_bar: default on for more than 256 sentences.
@@ -203,7 +221,6 @@ class SentenceTransformer(nn.Module):
                    show_progress_bar: bool | None = None, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
         """``encode`` for sentences already tokenised (``tokenize(...).input_ids``): ``(N, H)`` on the CPU."""
         normalize = self.normalize if normalize is None else normalize
-        order = np.argsort([-len(ids) for ids in input_ids], kind="stable")
         # Dropout off for encoding; afterwards every module returns to its own mode (a partly
         # frozen model in training has some modules in eval mode).
         modes = [(m, m.training) for m in self.modules()]
@@ -212,8 +229,8 @@ class SentenceTransformer(nn.Module):
         out = torch.empty((len(input_ids), self.hidden_size), dtype=torch.float32)
         show = len(input_ids) > 256 if show_progress_bar is None else show_progress_bar
         # disable=None: the bar shows only on a terminal (not in logs or saved notebooks)
-        for start in tqdm(range(0, len(input_ids), batch_size), desc="encode", disable=None if show else True):
-            rows = order[start:start + batch_size]
+        for rows in tqdm(length_batches([len(ids) for ids in input_ids], batch_size), desc="encode",
+                         disable=None if show else True):
             batch, mask = pad_batch([input_ids[i] for i in rows], self.tokenizer.pad_token_id)
             # On the CPU the linears multiply by oneDNN-packed weights: same math, faster (bench/encode.py).
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None), \

@@ -6,7 +6,7 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer as ST
 
-from mtst.encoder import pad_batch
+from mtst.encoder import length_batches, pad_batch
 
 SENTENCES = [
     "Short.",
@@ -20,6 +20,32 @@ def test_embedding_does_not_depend_on_batch(tiny_encoder):
     alone = np.stack([tiny_encoder.encode([s]) [0] for s in SENTENCES])
     together = tiny_encoder.encode(SENTENCES, batch_size=4)
     assert np.abs(alone - together).max() <= 1e-6
+
+
+def test_long_sentences_come_in_smaller_batches():
+    # 4 rows of 100 tokens among 60 of 10: mean 15.625, so a batch of 8 holds at most 125 tokens, padding included
+    lengths = [10] * 30 + [100] * 4 + [10] * 30
+    batches = length_batches(lengths, batch_size=8)
+    assert [b.tolist() for b in batches[:4]] == [[30], [31], [32], [33]]  # the long ones alone, longest first
+    assert [len(b) for b in batches[4:]] == [8] * 7 + [4]  # then plain batches of 8 (125 // 10 > 8)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(64))  # every row once
+    equal = length_batches([7] * 20, batch_size=8)  # equal lengths: plain batches
+    assert [b.tolist() for b in equal] == [list(range(8)), list(range(8, 16)), list(range(16, 20))]
+    assert length_batches([], batch_size=8) == []
+
+
+def test_encode_batches_by_length(tiny_encoder):
+    texts = ["word " * 60] * 2 + ["Oil prices rose."] * 30
+    shapes = []
+    hook = tiny_encoder.backbone.register_forward_hook(lambda m, args, kwargs, out: shapes.append(
+        tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        tiny_encoder.encode(texts, batch_size=8)
+    finally:
+        hook.remove()
+    lengths = [len(ids) for ids in tiny_encoder.tokenize(texts).input_ids]
+    assert [len(b) for b in length_batches(lengths, 8)] == [1, 1, 8, 8, 8, 6]
+    assert [rows for rows, _ in shapes] == [1, 1, 8, 8, 8, 6] and shapes[0][1] == max(lengths)
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
