@@ -146,11 +146,11 @@ def summarise(folder: Path, tiny: bool = False) -> dict:
         keys |= measured_train_keys(records["train-real", dev], name)
     cosines = keys.pop("_fast_cosines_gpu") + keys.pop("_fast_cosines_cpu")
     sides = {dev: dict(side_records(folder, dev, tiny)) for dev in ("cuda", "cpu")}
-    for dev, name in (("cuda", "gpu"), ("cpu", "cpu")):  # side run: --modes exact,exact-eager --tag attention
+    for dev, name in (("cuda", "gpu"), ("cpu", "cpu")):  # side run: --modes exact,exact-sdpa --tag attention
         res = sides[dev].get(f"encode-{'tiny-' if tiny else ''}{dev}-attention.json", {}).get("results", {})
-        if "exact" in res and "exact-eager" in res:
-            keys[f"encode_sdpa_vs_eager_{name}"] = res["exact"]["sentences_per_s"] / \
-                res["exact-eager"]["sentences_per_s"]
+        if "exact" in res and "exact-sdpa" in res:
+            keys[f"encode_sdpa_vs_eager_{name}"] = res["exact-sdpa"]["sentences_per_s"] / \
+                res["exact"]["sentences_per_s"]
     notes = {}
     if all(records[kind, "cuda"] is None for kind in ("encode", "train", "train-real")):
         notes["gpu"] = GPU_MISSING

@@ -57,9 +57,9 @@ EOF
 
 status=0
 # Encode: the first 4,000 AG News test texts at batch 32, 3 timed rounds per contender;
-# exact-eager shows what SDPA brings on the GPU.
+# exact-sdpa shows what SDPA brings on the GPU.
 timeout 150 "$PY" bench/encode.py --device cuda --model "$MODEL" --data "$DATA/ag_news/test.csv" \
-  --n 4000 --batch-size 32 --repeats 3 --modes exact,exact-eager,bf16-autocast,bf16,fp16 --out "$OUT" 2>&1 | grep -v "Loading weights" | tee "$OUT/gpu-encode.log" \
+  --n 4000 --batch-size 32 --repeats 3 --modes exact,exact-sdpa,bf16-autocast,bf16,fp16 --out "$OUT" 2>&1 | grep -v "Loading weights" | tee "$OUT/gpu-encode.log" \
   || status=1
 echo "encode done after $(( $(date +%s) - start )) s"
 

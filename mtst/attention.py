@@ -12,9 +12,10 @@ stay where they are), so it works on the tiny and the real model, also under a p
 whose adapters wrap the q, k, v, o projections; ``use_sdpa(backbone, False)`` swaps them back.
 
 Also here, the other inference kernel swap ``SentenceTransformer.encode`` makes: ``packed_linears``
-runs the linears of a block on oneDNN with pre-packed weights on the CPU (bench/encode.py: the
-largest single gain of the exact fp32 mode on the AVX512 AMD EPYC measured; fp32 stays stock on a CPU
-without AVX512, where packing it was slower).
+runs the bf16 linears of a block on oneDNN with pre-packed weights on the CPU. fp32 stays on the stock
+GEMM, the one sentence-transformers runs: oneDNN's packed fp32 GEMM rounds differently and moved
+rounding-sensitive texts beyond the exact mode's 1e-5 (tests/test_real.py), on AVX2-only AMD EPYCs and
+on an Intel Xeon with AMX alike.
 """
 
 import contextlib
@@ -147,23 +148,20 @@ _PACKED: "weakref.WeakKeyDictionary[nn.Linear, tuple]" = weakref.WeakKeyDictiona
 
 
 class PackedLinear(nn.Linear):
-    """``nn.Linear`` that, on the CPU without autograd, multiplies by a weight pre-packed for oneDNN.
+    """``nn.Linear`` that, in bf16 on the CPU without autograd, multiplies by a weight pre-packed for oneDNN.
 
-    Same math (fp32 stays fp32; under bf16 autocast, bf16 as autocast would); on the AVX512 AMD EPYC (Zen 4)
-    of bench/encode.py it runs the fp32 GEMMs ~1.4x faster than the default MKL path, bf16 ~1.2x. The
-    packed copy is made on first use and again after any change of the weight; with autograd on,
-    on another device, and for a dtype this CPU does not pack (or packs to no gain: fp32 without AVX512),
-    this is the stock ``nn.Linear``.
+    Same math as bf16 autocast (or bf16 weights) through the stock layer; on the AVX512 AMD EPYC (Zen 4) of
+    bench/encode.py ~1.2x faster. The packed copy is made on first use and again after any change of the
+    weight; in fp32, with autograd on, on another device, and where oneDNN cannot pack bf16, this is the
+    stock ``nn.Linear``.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x @ W.T + b``: with the packed weight on the CPU without autograd, else the stock path."""
+        """``x @ W.T + b``: with the packed bf16 weight on the CPU without autograd, else the stock path."""
         autocast = torch.is_autocast_enabled("cpu")
         dtype = torch.get_autocast_dtype("cpu") if autocast else x.dtype
-        if (torch.is_grad_enabled() or x.device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16)
-                or (dtype == torch.bfloat16 and not packed_bf16_available())
-                or (dtype == torch.float32 and not packed_fp32_pays())
-                or (not autocast and dtype != self.weight.dtype)):
+        if (torch.is_grad_enabled() or x.device.type != "cpu" or dtype != torch.bfloat16
+                or not packed_bf16_available() or (not autocast and dtype != self.weight.dtype)):
             return super().forward(x)
         key = (self.weight.data_ptr(), self.weight._version, dtype)
         cached = _PACKED.get(self)
@@ -172,15 +170,6 @@ class PackedLinear(nn.Linear):
             bias = None if self.bias is None else self.bias.detach().to(dtype)
             cached = _PACKED[self] = (key, weight, bias)
         return torch.ops.mkldnn._linear_pointwise(x.to(dtype), cached[1], cached[2], "none", [], "")
-
-
-@functools.cache
-def packed_fp32_pays() -> bool:
-    """Whether fp32 takes the packed path on this CPU: where it has AVX512. On AVX2-only CPUs (AMD EPYC
-    families 23 and 25, Zen 1 and Zen 3) the packed fp32 GEMM was slower than the stock one, and further from
-    sentence-transformers (beyond the exact mode's 1e-5 on one AG News text, tests/test_real.py), so fp32
-    stays stock there."""
-    return packed_linear_available() and torch.cpu._is_avx512_supported()
 
 
 @functools.cache

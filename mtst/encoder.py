@@ -113,11 +113,13 @@ class SentenceTransformer(nn.Module):
         pooling: ``mean`` (masked), ``cls`` or ``max``.
         normalize: L2-normalise embeddings returned by ``encode`` by default.
         max_seq_length: inputs longer than this (in sub-tokens, specials included) are truncated.
-        attention: ``sdpa`` (fused attention, ``mtst.attention``) or ``eager`` (stock MPNet code).
+        attention: ``eager`` (the stock MPNet code, which sentence-transformers runs: the default, so fp32
+            embeddings match it) or ``sdpa`` (fused, ``mtst.attention``: faster, the training default; in fp32 its
+            rounding moves long texts further from sentence-transformers than the 1e-5 the default keeps).
     """
 
     def __init__(self, backbone: nn.Module, tokenizer, pooling: str = "mean", normalize: bool = False,
-                 max_seq_length: int = 384, attention: str = "sdpa"):
+                 max_seq_length: int = 384, attention: str = "eager"):
         super().__init__()
         if pooling not in POOLERS:
             raise ValueError(f"pooling must be one of {sorted(POOLERS)}, got {pooling!r}")
@@ -134,7 +136,7 @@ class SentenceTransformer(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path: str | None = None, pooling: str | None = None,
                         normalize: bool | None = None, max_seq_length: int = 384,
-                        attention: str = "sdpa") -> "SentenceTransformer":
+                        attention: str = "eager") -> "SentenceTransformer":
         """Load a backbone from a hub id, a local folder or ``mtst:tiny``, in eval mode.
 
         The name is resolved by ``mtst.assets.resolve_model``; eval mode as transformers and
@@ -232,7 +234,7 @@ class SentenceTransformer(nn.Module):
         for rows in tqdm(length_batches([len(ids) for ids in input_ids], batch_size), desc="encode",
                          disable=None if show else True):
             batch, mask = pad_batch([input_ids[i] for i in rows], self.tokenizer.pad_token_id)
-            # On the CPU the linears multiply by oneDNN-packed weights: same math, faster (bench/encode.py).
+            # On the CPU bf16 linears multiply by oneDNN-packed weights: same math, faster (bench/encode.py).
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None), \
                     packed_linears(self.backbone, enabled=device.type == "cpu"):
                 emb = self(batch.to(device), mask.to(device))["sentence_embedding"]

@@ -189,12 +189,13 @@ class MultiTaskSentenceTransformer(nn.Module):
         return F.cross_entropy(logits.float(), labels)
 
     def config_dict(self) -> dict:
-        """What a saved model's ``config.json`` holds: pooling, lengths, head sizes and the label lists."""
+        """What a saved model's ``config.json`` holds: pooling, lengths, attention, head sizes and the label lists."""
         return {
             "format_version": 2,
             "pooling": self.encoder.pooling,
             "normalize": self.encoder.normalize,
             "max_seq_length": self.encoder.max_seq_length,
+            "attention": self.encoder.attention,
             "head_dropout": self.head_dropout,
             "ner_shape_dim": self.ner_shape_dim,
             "ner_crf": self.ner_crf,
@@ -250,8 +251,9 @@ class MultiTaskSentenceTransformer(nn.Module):
             source = resolve_model(cfg["base_model"])
             if cfg.get("base_model_sha256") and Path(source).is_dir():
                 verify_weights(source, cfg["base_model_sha256"])
+        # the attention it was saved with; sdpa for folders from before the field (ModelConfig's default)
         encoder = SentenceTransformer.from_pretrained(source, cfg["pooling"], cfg["normalize"],
-                                                      cfg["max_seq_length"])
+                                                      cfg["max_seq_length"], cfg.get("attention", "sdpa"))
         if cfg.get("encoder_delta_tensors") and not (path / DELTA_FILE).is_file():  # never the bare base model
             raise FileNotFoundError(f"{path / DELTA_FILE} is missing: this artifact changes "
                                     f"{cfg['encoder_delta_tensors']} encoder tensors and cannot load without it")
