@@ -339,7 +339,7 @@ def main(argv=None) -> dict:
     copies = {(torch.float32, model.attention): model}
     for mode in modes:
         weights, autocast, _, attention = MODES[mode]
-        if (weights, attention) not in copies:  # whole model in half precision, or the stock attention
+        if (weights, attention) not in copies:  # whole model in half precision, or SDPA attention
             m = copies[weights, attention] = copy.deepcopy(model).to(weights)
             use_sdpa(m.backbone, attention == "sdpa")
         m = copies[weights, attention]

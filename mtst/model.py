@@ -251,9 +251,9 @@ class MultiTaskSentenceTransformer(nn.Module):
             source = resolve_model(cfg["base_model"])
             if cfg.get("base_model_sha256") and Path(source).is_dir():
                 verify_weights(source, cfg["base_model_sha256"])
-        # the attention it was saved with; sdpa for folders from before the field (ModelConfig's default)
-        encoder = SentenceTransformer.from_pretrained(source, cfg["pooling"], cfg["normalize"],
-                                                      cfg["max_seq_length"], cfg.get("attention", "sdpa"))
+        # the attention it was saved with; folders from before the field trained with ModelConfig's default
+        encoder = SentenceTransformer.from_pretrained(source, cfg["pooling"], cfg["normalize"], cfg["max_seq_length"],
+                                                      cfg.get("attention", ModelConfig.attention))
         if cfg.get("encoder_delta_tensors") and not (path / DELTA_FILE).is_file():  # never the bare base model
             raise FileNotFoundError(f"{path / DELTA_FILE} is missing: this artifact changes "
                                     f"{cfg['encoder_delta_tensors']} encoder tensors and cannot load without it")
