@@ -38,6 +38,8 @@ test: model
 # Another seed group of the same profile, e.g. the comparisons on the headline's strategy:
 #   make seeds SEED_GROUP=cpu-bs32 SEED_SETS="--set train.batch_size=32"
 #   make seeds SEED_GROUP=cpu-temperature SEED_SETS="--set train.batch_size=32 --set train.sampling=temperature"
+#   make seeds SEED_GROUP=cpu-round-robin SEED_SETS="--set train.batch_size=32 --set train.sampling=round_robin"
+#   make seeds SEED_GROUP=cpu-uncertainty SEED_SETS="--set train.batch_size=32 --set train.loss_weighting=uncertainty"
 seeds: model
 	for s in $(SEEDS); do \
 	  $(PY) -m mtst train --profile $(SEED_PROFILE) --name $(SEED_GROUP)-s$$s \

@@ -163,7 +163,9 @@ SCORES = {"ag_news_test_accuracy": "AG News accuracy", "conll_test_entity_f1": "
 COARSE = "conll_test_coarse_token_accuracy"
 # On the headline's own strategy (``make seeds``): seed groups of the cpu profile that change one thing,
 # group -> (what it changes, the group it is compared with, what that one has instead).
-HEADLINE_VARIANTS = {"cpu-temperature": ("temperature sampling at T=2", "cpu-bs32", "both, batch 32 per task"),
+HEADLINE_VARIANTS = {"cpu-round-robin": ("round-robin sampling", "cpu-bs32", "both, batch 32 per task"),
+                     "cpu-temperature": ("temperature sampling at T=2", "cpu-bs32", "both, batch 32 per task"),
+                     "cpu-uncertainty": ("uncertainty loss weights", "cpu-bs32", "static weights, batch 32 per task"),
                      "cpu": ("the reference's batch of 16 per task", "cpu-bs32", "batch 32, both sampling")}
 
 
