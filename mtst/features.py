@@ -159,17 +159,14 @@ def model_inputs(batch: dict) -> dict:
     return {k: v for k, v in batch.items() if k != "labels"}
 
 
-def bucket_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator | None = None,
+def bucket_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator,
                    pool_batches: int = 50) -> list[list[int]]:
-    """Group rows of similar length into batches so little padding is computed.
+    """Shuffled training batches of rows of similar length, so little padding is computed.
 
-    With ``rng`` (training) rows are shuffled, sorted by length within pools of ``pool_batches``
-    batches, and the batch order shuffled; without it (evaluation) rows are sorted by length.
+    Rows are shuffled, sorted by length within pools of ``pool_batches`` batches, and the batch order
+    shuffled. (Evaluation takes ``mtst.encoder.length_batches``: longest first, no shuffling.)
     """
     lengths = np.asarray(lengths)
-    if rng is None:
-        order = np.argsort(-lengths, kind="stable")
-        return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
     order = rng.permutation(len(lengths))
     pool = batch_size * pool_batches
     batches = []

@@ -17,12 +17,12 @@ from .checkpoint import load_state, restore_training_state, save_model_atomic, s
 from .config import TrainConfig
 from .data import IGNORE_INDEX
 from .distributed import autocast_dtype, resolve_device
+from .encoder import length_batches
 from .features import (
     BatchStream,
     TaskFeatures,
     TaskSampler,
     TaskSplits,
-    bucket_batches,
     collate,
     model_inputs,
     to_device,
@@ -144,7 +144,7 @@ def evaluate(model: MultiTaskSentenceTransformer, data: dict[str, TaskFeatures],
     pad_id = model.tokenizer.pad_token_id
     results: dict = {}
     for task, features in data.items():
-        batches = bucket_batches(features.lengths, batch_size)[dist.rank()::dist.world_size()]
+        batches = [b.tolist() for b in length_batches(features.lengths, batch_size)][dist.rank()::dist.world_size()]
         loss_sum, count, preds = 0.0, 0, {}
         for rows in tqdm(batches, desc=f"eval {task}", leave=False,
                          disable=None if dist.is_main() else True):  # None: off when not a terminal

@@ -46,6 +46,19 @@ def test_smoke_fit_save_reload_predict(setup, tmp_path):
         assert Predictor(model).predict(texts) == Predictor(best).predict(texts)
 
 
+def test_evaluation_does_not_depend_on_the_batching(setup):
+    """Scores in batches of mixed lengths equal the per-row loop's (batch size 1): every row counted once."""
+    _, model, data = setup
+    val = {task: splits.val for task, splits in data.items()}
+    per_row, batched = train_module.evaluate(model, val, batch_size=1), train_module.evaluate(model, val, batch_size=7)
+    for task in val:
+        for key, value in per_row[task].items():
+            if isinstance(value, float):
+                assert batched[task][key] == pytest.approx(value, abs=1e-5), (task, key)
+            else:
+                assert batched[task][key] == value, (task, key)
+
+
 def test_loss_falls_when_overfitting_one_batch(setup):
     _, model, data = setup
     batches = {t: collate(d.train, list(range(8)), model.tokenizer.pad_token_id) for t, d in data.items()}
