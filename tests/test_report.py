@@ -220,7 +220,7 @@ def test_template_holds_no_results_and_every_placeholder_is_filled(root):
     template = (ROOT / "docs" / "writeup.template.md").read_text()
     # digits only inside names: models, formats, sections, citations, config values, table columns
     names = (r"all-mpnet-base-v2|CoNLL-2003|bf16|fp16|fp32|AVX512-BF16|L2|-100|Task \d|notebook 0\d|et al\. \d{4}"
-             r"|IOB2|F1|trainable_layers=0|rank-0|[Tt]oken acc \(\d (coarse|labels)\)|{{\w+}}")
+             r"|IOB2|F1|trainable_layers=0|cpu-bs32|rank-0|[Tt]oken acc \(\d (coarse|labels)\)|{{\w+}}")
     assert not re.findall(r"\d", re.sub(names, "", template))
     with pytest.raises(ValueError, match="NOT_A_FIELD"):
         fill("{{NOT_A_FIELD}}", {})
