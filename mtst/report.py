@@ -77,10 +77,8 @@ def _flat(config: dict) -> dict:
 
 
 def _prefix_time(r: dict) -> str:
-    if r["prefix_seconds"] is None:
-        return "–"
     built = " (read from the cache an earlier run built; building it is not included)" if r["prefix_from_cache"] else ""
-    return f"{r['prefix_seconds']:.0f} s{built}"
+    return "–" if r["prefix_seconds"] is None else f"{r['prefix_seconds']:.0f} s{built}"
 
 
 def training_facts(summary: dict, runs: dict) -> str:
@@ -222,7 +220,8 @@ def task3_table(summary: dict, results: Path) -> str:
                  f"{sum(r['cpu_seconds'] or 0 for r in runs):,.0f} CPU s, and the shared prefix pass: " + (
                      "its cost is not recorded (`scripts/study.py --cache-only` with an empty cache measures it)."
                      if not prefix or prefix["from_cache"] else f"{prefix['wall_seconds']:,.0f} wall s, "
-                     f"{prefix['cpu_seconds']:,.0f} CPU s (depths {', '.join(map(str, prefix['depths']))})."))
+                     f"{prefix['cpu_seconds']:,.0f} CPU s (depths {', '.join(map(str, prefix['depths']))}; "
+                     f"on {prefix['environment']['cpu']})."))
     done = {row: {study[n]["seed"] for n in members.get(f"task3/{row}", [])} for row in plan}
     left = {row: sorted(set(spec["seeds"]) - done[row]) for row, spec in plan.items()}
     if missing := [f"{row} (seed {', '.join(map(str, left[row]))})" if done[row] else row for row in plan if left[row]]:

@@ -269,10 +269,11 @@ def test_task3_table_follows_the_study_plan_with_costs_and_what_is_missing(root)
     assert "Not run yet: probe (seed 43, 44), ner-only (`make study`" in writeup and "(results/task3.png)" in writeup
     assert ("The study so far: 4 runs, 1,010 wall s and 630 CPU s, and the shared prefix pass: its cost is not "
             "recorded") in writeup
-    prefix = {"depths": [8, 12], "from_cache": False, "wall_seconds": 1234.4, "cpu_seconds": 2000.0}
+    prefix = {"depths": [8, 12], "from_cache": False, "wall_seconds": 1234.4, "cpu_seconds": 2000.0,
+              "environment": {"cpu": "Some CPU"}}
     (root / "results" / "runs" / "task3" / "prefix-cache.json").write_text(json.dumps(prefix))
     write_report(root)
-    assert "prefix pass: 1,234 wall s, 2,000 CPU s (depths 8, 12)." in (root / "writeup.md").read_text()
+    assert "prefix pass: 1,234 wall s, 2,000 CPU s (depths 8, 12; on Some CPU)." in (root / "writeup.md").read_text()
     assert "_Conclusions: not computed from these rows yet" in (root / "writeup.md").read_text()
     task3 = "* Top 2 beats the probe.\n"
     (root / "results" / "task3.md").write_text("<!-- runs: task3/probe-s42 task3/top2-s42 -->\n" + task3)
