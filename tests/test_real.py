@@ -56,14 +56,15 @@ def test_matches_sentence_transformers_on_real_model(real_model_dir):
 
 @pytest.mark.real
 def test_matches_sentence_transformers_where_fp32_rounding_shows(real_model_dir):
-    """An AG News test text whose embedding is sensitive to fp32 rounding (sentence-transformers' own fp32
-    embedding of it is further than 1e-5 from its fp64 one): ours must still be within 1e-5 of
-    sentence-transformers'. It was not, on an AVX2-only CPU, while fp32 took oneDNN's packed GEMM."""
+    """An AG News test text whose embedding is sensitive to fp32 rounding (on Intel Xeon and AMD Zen 4,
+    sentence-transformers' own fp32 embedding of it is further than 1e-5 from its fp64 one; on Zen 5 4e-6): ours
+    must still be within 1e-5 of sentence-transformers'. It was not, on an AVX2-only CPU, while fp32 took oneDNN's
+    packed GEMM. How far fp32 is from fp64 depends on the CPU's kernels, so it is printed, not asserted."""
     text = ("Bomb found near Berlusconi #39;s villa Italian Premier Silvio Berlusconi (left) goes for a walk with "
             "British Prime Minister Tony Blair and his wife Cherie Blair at Berlusconi #39;s villa, Monday. AP ...")
     st = ST(str(real_model_dir), device="cpu")
     reference = st.encode([text])
-    assert np.abs(st.double().encode([text]) - reference).max() > 1e-5  # the rounding shows on this text
+    print(f"fp32 against fp64 on this CPU: {np.abs(st.double().encode([text]) - reference).max():.1e}")
     ours = SentenceTransformer.from_pretrained(str(real_model_dir)).encode([text])
     assert np.abs(ours - reference).max() <= 1e-5
 
