@@ -220,9 +220,10 @@ def execute_all(profile: str = "auto", folder=NOTEBOOKS, timeout: int | None = N
     if profile != "smoke":
         out = folder.parent / "results" / f"notebooks-{profile}.json"
         out.parent.mkdir(exist_ok=True)
-        earlier, env = json.loads(out.read_text()) if only and out.is_file() else {}, environment()
-        earlier = earlier["seconds"] if earlier.get("environment", {}).get("cpu") == env["cpu"] else {}  # same CPU only
-        out.write_text(json.dumps({"profile": profile, "seconds": {**earlier, **times}, "environment": env}, indent=2))
+        env = environment()
+        earlier = json.loads(out.read_text()) if only and out.is_file() else {}
+        kept = earlier["seconds"] if earlier.get("environment", {}).get("cpu") == env["cpu"] else {}  # same CPU only
+        out.write_text(json.dumps({"profile": profile, "seconds": {**kept, **times}, "environment": env}, indent=2))
         if since is not None and not only:
             whole = {"profile": profile, "seconds_total": round(time.time() - since, 1),
                      "seconds_setup": round(notebooks_start - since, 1), "notebooks": times, "environment": env}
