@@ -1,10 +1,13 @@
 """Parity with sentence-transformers on the real all-mpnet-base-v2 (marked ``real``)."""
 
+import copy
+
 import numpy as np
 import pytest
 from sentence_transformers import SentenceTransformer as ST
 
 from mtst import SentenceTransformer
+from mtst.data import read_ag_news
 
 RAW_TOLERANCE = 1e-5
 """Raw embeddings have norms of 2.4-3.1; measured max abs diff 7.7e-7 (sdpa vs ST's attention)."""
@@ -54,19 +57,27 @@ def test_matches_sentence_transformers_on_real_model(real_model_dir):
     assert diff <= RAW_TOLERANCE
 
 
+ROUNDING_TEXTS = 100
+"""AG News test texts searched for the one whose embedding fp32 rounding moves most (on Zen 5 the first 100 hold a
+5.4e-06 fp32-to-fp64 gap; the rest are near 2e-07)."""
+
+
 @pytest.mark.real
-def test_matches_sentence_transformers_where_fp32_rounding_shows(real_model_dir):
-    """An AG News test text whose embedding is sensitive to fp32 rounding (on Intel Xeon and AMD Zen 4,
-    sentence-transformers' own fp32 embedding of it is further than 1e-5 from its fp64 one; on Zen 5 4e-6): ours
-    must still be within 1e-5 of sentence-transformers'. It was not, on an AVX2-only CPU, while fp32 took oneDNN's
-    packed GEMM. How far fp32 is from fp64 depends on the CPU's kernels, so it is printed, not asserted."""
-    text = ("Bomb found near Berlusconi #39;s villa Italian Premier Silvio Berlusconi (left) goes for a walk with "
-            "British Prime Minister Tony Blair and his wife Cherie Blair at Berlusconi #39;s villa, Monday. AP ...")
+def test_matches_sentence_transformers_where_fp32_rounding_shows(real_model_dir, real_data_dir):
+    """On the most rounding-sensitive of the first AG News test texts on this CPU, ours is far closer to
+    sentence-transformers than fp32 rounding moves either: within a tenth of that text's fp32-to-fp64 gap. Ours was
+    not, on an AVX2-only CPU, while fp32 took oneDNN's packed GEMM. The gap depends on the CPU's kernels (above 1e-5
+    on Intel Xeon and AMD Zen 4, 5.4e-06 on Zen 5), so the text is picked on the machine, and the bound scales with
+    it."""
+    texts = [e.text for e in read_ag_news(real_data_dir / "ag_news" / "test.csv")[:ROUNDING_TEXTS]]
     st = ST(str(real_model_dir), device="cpu")
-    reference = st.encode([text])
-    print(f"fp32 against fp64 on this CPU: {np.abs(st.double().encode([text]) - reference).max():.1e}")
+    st64 = copy.deepcopy(st).double()
+    gaps = [np.abs(st64.encode([t]) - st.encode([t])).max() for t in texts]
+    text, gap = texts[int(np.argmax(gaps))], max(gaps)
+    print(f"most rounding-sensitive text: fp32 against fp64 {gap:.1e}: {text[:60]!r}")
+    assert gap >= 1e-6  # fp32 rounding visibly moves this text, so a bound a tenth of it is tighter than rounding
     ours = SentenceTransformer.from_pretrained(str(real_model_dir)).encode([text])
-    assert np.abs(ours - reference).max() <= 1e-5
+    assert np.abs(ours - st.encode([text])).max() <= gap / 10
 
 
 @pytest.mark.real
