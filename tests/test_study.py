@@ -4,6 +4,7 @@ every row in order, and its plot is drawn from the report's summary."""
 import dataclasses
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,17 @@ def test_the_plan_lists_every_row_in_order(tmp_path):
     study.write_plan(tmp_path)
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert list(plan) == list(study.ROWS) and plan["top2"]["overrides"] == ["train.trainable_layers=2"]
+    assert [row for row, spec in plan.items() if spec["extra"]] == ["no-casing", "crf", "layer-mix"]
+
+
+def test_make_study_runs_every_row_but_the_ner_head_ablations(capsys):
+    """The ablations are outside the study's budget: a plain run leaves them out, --only runs them."""
+    study.main(["--list"])
+    listed = re.findall(r"^(\S+) +seeds", capsys.readouterr().out, re.M)
+    assert listed == [row for row in study.ROWS if row not in ("no-casing", "crf", "layer-mix")]
+    assert "top4" in listed and "full" in listed
+    study.main(["--list", "--only", "crf"])
+    assert re.findall(r"^(\S+) +seeds", capsys.readouterr().out, re.M) == ["crf"]
 
 
 def test_the_plot_reads_the_study_groups_of_the_summary(tmp_path):
