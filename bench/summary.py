@@ -1,4 +1,4 @@
-"""Gather ``results/bench/{encode,train}-<device>.json`` into ``results/bench/summary.json``, and
+"""Gather ``results/bench/{encode,train,floor}-<device>.json`` into ``results/bench/summary.json``, and
 ``summary.md``, the writeup's speed section: every contender of each run with its peers named.
 
 Speedups are ratios to a baseline measured in the same run (see bench/encode.py, bench/train.py).
@@ -290,12 +290,37 @@ def train_markdown(real: dict | None, device: str) -> list[str]:
     return lines
 
 
+def floor_markdown(floor: dict) -> list[str]:
+    """``bench/floor.py``: the fast mode's bf16 GEMMs against the time the fast target allows, and what int8
+    activations, the way to cheaper GEMMs, do to the embeddings."""
+    s, g, b, bar = floor["settings"], floor["gemm"], floor["budget"], floor["thresholds"]["fast_min_cosine"]
+    lines = [f"**How far the fast mode can go on {floor['environment']['cpu']}** (`bench/floor.py`, the same "
+             f"{s['n']} texts, batch {s['batch_size']}): in a profiled pass of `{g['mode']}` its linear layers, the "
+             f"bf16 matrix products, take {g['linear_seconds']:.2f} s of {g['profiled_seconds']:.2f} s "
+             f"({g['linear_share']:.0%})."]
+    if b is not None:
+        lines[0] += (f" {floor['thresholds']['fast_vs_best_st']}× `{b['best_st_backend']}` "
+                     f"({b['best_st_sentences_per_s']:.2f} sentences/s) leaves {b['seconds']:.2f} s for these texts: "
+                     f"the bf16 products alone take {b['linear_share_of_budget']:.0%} of it" +
+                     ("." if b["same_cpu"] else ", but the encode record ran on another CPU: they do not compare."))
+    speed = floor["int8_gemm"]["speedup_vs_bf16"]
+    lines.append(("int8 products would be cheaper" if speed is None else
+                  f"An int8 product of the feed-forward's shape runs {speed:.2f}× the bf16 one (oneDNN, median of "
+                  f"{floor['int8_gemm']['repeats']})") + ", but int8 activations move the embeddings: min cosine to "
+                 "sentence-transformers fp32 " + ", ".join(f"{r['min_cosine']:.4f} ({name}, {r['linears_quantised']} "
+                                                          f"linears)" for name, r in floor["int8"].items())
+                 + f", against the target's {bar}.")
+    return lines
+
+
 def markdown(folder: Path, tiny: bool = False) -> str:
     """The writeup's speed section from the same records as ``summarise``."""
     records, lines = load_records(folder, tiny), []
     for dev, name in (("cpu", "cpu"), ("cuda", "gpu")):
         if records["encode", dev] is not None:
             lines += encode_markdown(records["encode", dev]) + [""]
+        if dev == "cpu" and (floor := load(folder, "floor", dev, tiny)) is not None:
+            lines += floor_markdown(floor) + [""]
         for file, side in side_records(folder, dev, tiny):
             lines += encode_markdown(side, title=f"Side run `{file}`, not the figures above: encoding") + [""]
         if dev == "cpu" or records["train-real", dev] is not None:
