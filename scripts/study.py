@@ -56,16 +56,16 @@ ROWS = {
                         [*TOP4, "train.freeze=cls_head", "train.init_from={runs}/study-probe-s{seed}/best"], (42,)),
     "ner-head-frozen": ("NER head frozen, from the probe's trained heads, top 4",
                         [*TOP4, "train.freeze=ner_head", "train.init_from={runs}/study-probe-s{seed}/best"], (42,)),
-    "round-robin": ("round-robin task sampling, top 4", [*TOP4, "train.sampling=round_robin"], (42,)),
-    "temperature": ("temperature sampling (T=2), top 4", [*TOP4, "train.sampling=temperature"], (42,)),
+    "round-robin": ("round-robin task sampling, top 4", [*TOP4, "train.sampling=round_robin"], KEY_SEEDS),
+    "temperature": ("temperature sampling (T=2), top 4", [*TOP4, "train.sampling=temperature"], KEY_SEEDS),
     "uncertainty": ("uncertainty loss weights (Kendall et al.), top 4", [*TOP4, "train.loss_weighting=uncertainty"],
-                    (42,)),
+                    KEY_SEEDS),
     "no-casing": ("NER head ablation: no word-shape (casing) features, top 4", [*TOP4, "model.ner_shape_dim=0"],
                   (42,)),
     "crf": ("NER head ablation: a CRF over the word labels, top 4", [*TOP4, "model.ner_crf=true"], (42,)),
     "layer-mix": ("NER head ablation: a learned mix of the last 4 layers, top 4", [*TOP4, "model.ner_layer_mix=4"],
                   (42,)),
-    "full": ("full fine-tune (embeddings too), if the budget allows", ["train.trainable_layers=None"], (42,)),
+    "full": ("full fine-tune (embeddings too), if the budget allows", ["train.trainable_layers=None"], KEY_SEEDS),
 }
 
 
