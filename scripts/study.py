@@ -200,20 +200,33 @@ def conclusions(summary: dict) -> str:
     def have(*names):
         return all(n in rows for n in names)
 
+    def wall(stats):
+        """The median wall seconds, or – where there is none (seeds on different machines, or a resumed run)."""
+        seconds = stats["median_wall_seconds"]
+        return "–" if seconds is None else f"{seconds:,.0f}"
+
+    def machines(a, b):
+        """A caveat when groups ``a`` and ``b`` ran on different kinds of machine, else nothing."""
+        kinds = [sorted({str(summary["runs"].get(n, {}).get("machine")) for n in g["runs"]}) for g in (a, b)]
+        return "" if kinds[0] == kinds[1] else (
+            f" The two groups ran on different machines ({'; '.join(kinds[0])} against {'; '.join(kinds[1])}),"
+            " whose bf16 kernels differ: part of a small difference may be the machine.")
+
     out = []
     depth = [r for r in ("probe", "top2", "top4", "top6", "full") if r in rows]
     if len(depth) > 1:
         out.append("How deep to train: " + "; ".join(
             f"{SCORES[key]} " + " → ".join(f"{pts(rows[r], key)} ({r})" for r in depth) for key in SCORES)
-            + ". Median wall seconds: " + ", ".join(f"{rows[r]['median_wall_seconds']:,.0f} ({r})" for r in depth)
-            + ".")
+            + ". Median wall seconds: " + ", ".join(f"{wall(rows[r])} ({r})" for r in depth) + (
+                " (–: its seeds ran on different machines, or one resumed)"
+                if any(rows[r]["median_wall_seconds"] is None for r in depth) else "") + ".")
     base = BASE
     for row, what in (("ag-only", "AG News alone against both tasks together"),
                       ("ner-only", "CoNLL NER alone against both tasks together")):
         key = "ag_news_test_accuracy" if row == "ag-only" else "conll_test_entity_f1"
         if have(row, base):
             out.append(f"Multi-task effect ({what}, {base}): the multi-task model is "
-                       f"{versus(rows[base], rows[row], key)}.")
+                       f"{versus(rows[base], rows[row], key)}." + machines(rows[base], rows[row]))
     for row, what in (("round-robin", "round-robin sampling"), ("temperature", "temperature sampling"),
                       ("uncertainty", "uncertainty loss weights"), ("no-casing", "no casing features"),
                       ("crf", "a CRF"), ("layer-mix", "a mix of the last layers"), ("lora", "LoRA"),
@@ -223,13 +236,15 @@ def conclusions(summary: dict) -> str:
         if have(row, base):
             out.append(f"{what[0].upper() + what[1:]} against {base}: "
                        f"{versus(rows[row], rows[base], 'ag_news_test_accuracy')}, "
-                       f"{versus(rows[row], rows[base], 'conll_test_entity_f1')}.")
+                       f"{versus(rows[row], rows[base], 'conll_test_entity_f1')}." + machines(rows[row], rows[base]))
     if rows:
         mean = {r: sum(st["mean"][k] for k in SCORES) / 2 for r, st in rows.items()
                 if all(st["mean"][k] is not None for k in SCORES)}
         best = max(mean, key=mean.get)
         out.append(f"Best on this budget, by the mean of AG News accuracy and entity F1: {best} "
-                   f"({100 * mean[best]:.2f}), in {rows[best]['median_wall_seconds']:,.0f} wall seconds (median).")
+                   f"({100 * mean[best]:.2f}), " + (f"in {wall(rows[best])} wall seconds (median)."
+                                                    if rows[best]["median_wall_seconds"] is not None else
+                                                    "its seeds on different machines (no median wall time)."))
     groups, runs = summary["groups"], summary["runs"]
     for group, (what, other, instead) in HEADLINE_VARIANTS.items():
         if group not in groups or other not in groups:
@@ -239,15 +254,11 @@ def conclusions(summary: dict) -> str:
         if len(strategy) > 1:  # trained otherwise than the headline: not a comparison of one change alone
             continue
         [(layers, epochs)] = strategy
-        machines = [sorted({runs[n]["machine"] for n in groups[g]["runs"]}) for g in (group, other)]
-        caveat = "" if machines[0] == machines[1] else (
-            f" The two groups ran on different machines ({'; '.join(machines[0])} against {'; '.join(machines[1])}),"
-            " whose bf16 kernels differ: part of a small difference may be the machine.")
         out.append(f"On the headline's strategy (the cpu profile: top {layers} layers, {epochs} epochs; "
                    f"{groups[group]['n']} and {groups[other]['n']} seeds), {what} (`{group}`) against {instead} "
                    f"(`{other}`): "
                    + ", ".join(versus(groups[group], groups[other], key) for key in (*SCORES, COARSE)) + "."
-                   + caveat)
+                   + machines(groups[group], groups[other]))
     from mtst.runs import study_stamp
 
     stamp = study_stamp(runs)  # every finished run: a run finished since makes these conclusions stale

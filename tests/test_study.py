@@ -122,6 +122,28 @@ def test_the_conclusions_are_computed_from_the_rows_and_judge_differences_by_the
                                                                                              "runs": runs})
 
 
+def test_rows_whose_seeds_ran_on_other_machines_say_so_and_have_no_median_wall_time():
+    top4 = stats(0.9120, 0.8361, 0.0024, 0.0016, n=3, walls=(780.0, 790.0, 800.0), runs=("task3/top4-s42",))
+    full = stats(0.9180, 0.8850, 0.0010, 0.0020, n=3, runs=("task3/full-s42", "task3/full-s43"))
+    full["median_wall_seconds"] = None  # group_stats gives none across machines
+    groups = {"task3/top4": top4, "task3/full": full,
+              "task3/round-robin": stats(0.9116, 0.8513, 0.001, 0.002, n=3, runs=("task3/round-robin-s42",
+                                                                                  "task3/round-robin-s43"))}
+    machine = {"task3/top4-s42": "EPYC", "task3/full-s42": "EPYC", "task3/full-s43": "Xeon (AMX)",
+               "task3/round-robin-s42": "EPYC", "task3/round-robin-s43": "Xeon (AMX)"}
+    text = study.conclusions({"groups": groups, "runs": {n: {"machine": m} for n, m in machine.items()}})
+    assert ("Round-robin sampling against top4: -0.04 points on AG News accuracy (91.16 against 91.20; within twice "
+            "the seed spread, 0.24), +1.52 points on entity F1 (85.13 against 83.61; beyond twice the seed spread, "
+            "0.20). The two groups ran on different machines (EPYC; Xeon (AMX) against EPYC), whose bf16 kernels "
+            "differ") in text
+    assert "Median wall seconds: 790 (top4), – (full) (–: its seeds ran on different machines, or one resumed)." in text
+    assert "Best on this budget, by the mean of AG News accuracy and entity F1: full (90.15), its seeds on different " \
+           "machines (no median wall time)." in text
+    machine["task3/round-robin-s43"] = "EPYC"
+    text = study.conclusions({"groups": groups, "runs": {n: {"machine": m} for n, m in machine.items()}})
+    assert "(85.13 against 83.61; beyond twice the seed spread, 0.20).\n" in text  # one machine: no caveat
+
+
 def test_variants_of_the_headline_are_compared_on_its_strategy_with_the_seed_spread():
     groups = {"cpu-bs32": stats(0.9287, 0.8955, 0.0003, 0.0021, n=3, coarse=(0.9787, 0.0003), runs=("cpu-bs32-s42",)),
               "cpu-temperature": stats(0.9268, 0.8975, 0.0008, 0.0015, n=3, coarse=(0.9792, 0.0002),
