@@ -55,7 +55,8 @@ examples: model
 	$(PY) -m mtst report
 
 # Task 3: every freezing strategy on one budget (scripts/study.py; each row's wall and CPU seconds are in the writeup).
-# A finished row is kept and an interrupted one resumes, so it may span several sessions.
+# A finished row is kept and an interrupted one resumes, so it may span several sessions. The NER-head
+# ablations run apart, outside its budget: .venv/bin/python scripts/study.py --only no-casing crf layer-mix
 study: model
 	$(PY) scripts/study.py
 	$(PY) -m mtst report
