@@ -215,28 +215,16 @@ def task3_table(summary: dict, results: Path) -> str:
                      f"| {'–' if wall is None else f'{wall:.0f}'} "
                      f"| {'–' if cpu is None else f'{cpu:.0f}'} | {'–' if params is None else f'{params:,}'} "
                      f"| {plan.get(label.removeprefix('task3/'), {}).get('what', '')} |")
-    prefix = read_json(results / "runs" / "task3" / "prefix-cache.json")
-    if prefix and prefix["from_cache"]:
-        prefix = None  # a read of a cache built before: not the study's cost
-    done = {row: {study[n]["seed"] for n in members.get(f"task3/{row}", [])} for row in plan}
-    left = {row: sorted(set(spec["seeds"]) - done[row]) for row, spec in plan.items()}
-    extras = {row for row, spec in plan.items() if spec.get("extra")}  # NER-head ablations: not in the budget
-    runs, extra_runs = [], []
-    for label, names in members.items():
-        (extra_runs if label.removeprefix("task3/") in extras else runs).extend(study[n] for n in names)
-    lines.append(f"\nThe study so far: {len(runs)} runs, {sum(r['wall_seconds'] for r in runs):,.0f} wall s and "
+    prefix, runs = read_json(results / "runs" / "task3" / "prefix-cache.json"), study.values()
+    lines.append(f"\nThe study so far: {len(study)} runs, {sum(r['wall_seconds'] for r in runs):,.0f} wall s and "
                  f"{sum(r['cpu_seconds'] or 0 for r in runs):,.0f} CPU s, and the shared prefix pass: " + (
                      "its cost is not recorded (`scripts/study.py --cache-only` with an empty cache measures it)."
-                     if not prefix else f"{prefix['wall_seconds']:,.0f} wall s, "
+                     if not prefix or prefix["from_cache"] else f"{prefix['wall_seconds']:,.0f} wall s, "
                      f"{prefix['cpu_seconds']:,.0f} CPU s (depths {', '.join(map(str, prefix['depths']))}; "
                      f"on {prefix['environment']['cpu']})."))
-    lines.append(study_budget(runs, prefix, [row for row in plan if left[row] and row not in extras]))
-    if extra_runs:
-        n = len(extra_runs)
-        lines.append(f"Beyond it, the NER-head ablations ({', '.join(sorted(extras))}; outside the study's question "
-                     f"and budget): {n} run{'s' * (n != 1)}, {sum(r['wall_seconds'] for r in extra_runs):,.0f} wall s.")
-    if missing := [f"{row} (seed {', '.join(map(str, left[row]))})" if done[row] else row for row in plan
-                   if left[row] and row not in extras]:
+    done = {row: {study[n]["seed"] for n in members.get(f"task3/{row}", [])} for row in plan}
+    left = {row: sorted(set(spec["seeds"]) - done[row]) for row, spec in plan.items()}
+    if missing := [f"{row} (seed {', '.join(map(str, left[row]))})" if done[row] else row for row in plan if left[row]]:
         lines.append(f"\nNot run yet: {', '.join(missing)} (`make study` goes on where it stopped).")
     found = study_conclusions(results / "task3.md", summary["runs"])  # stale once any run finishes since
     lines.append("\nWhat the rows show, computed from them (`scripts/study.py --report`):\n\n" + found if found else
@@ -244,27 +232,6 @@ def task3_table(summary: dict, results: Path) -> str:
     if (results / "task3.png").is_file():
         lines.append("\n![Task 3: test scores against trainable parameters and wall time](results/task3.png)")
     return "\n".join(lines)
-
-
-STUDY_BUDGET_HOURS = 3
-"""The Task 3 study's budget: every row but the extras, every seed, and the prefix pass, on the 2-core CPU."""
-
-
-def study_budget(runs: list[dict], prefix: dict | None, missing: list[str]) -> str:
-    """Whether the whole study kept to ``STUDY_BUDGET_HOURS`` of wall time: judged only once every row and seed
-    has run, each from its start, and the prefix pass was measured, all on one CPU."""
-    budget = f"Against the study's budget of {STUDY_BUDGET_HOURS} hours of wall time on one 2-core CPU"
-    cpus = sorted({r["device_name"] for r in runs} | ({prefix["environment"]["cpu"]} if prefix else set()))
-    if missing or not prefix:
-        return f"{budget}: not judged until every row and seed and the prefix pass have run."
-    if len(cpus) > 1:
-        return f"{budget}: not judged, its runs ran on several CPUs ({'; '.join(cpus)})."
-    if any(r["resumed_at_step"] for r in runs):
-        return f"{budget}: not judged, a resumed run's wall time counts from its resume."
-    total = sum(r["wall_seconds"] for r in runs) + prefix["wall_seconds"]
-    verdict = "within it" if total <= STUDY_BUDGET_HOURS * 3600 else "over it"
-    return (f"{budget}: the whole study, {len(runs)} runs and the prefix pass, took {total:,.0f} wall s "
-            f"({total / 3600:.2f} h) on {cpus[0]}: {verdict}.")
 
 
 def bench_table(results: Path) -> str:

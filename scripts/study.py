@@ -71,8 +71,9 @@ ROWS = {
 
 # NER-head ablations: a question of their own (how to build the NER head), not of Task 3's freezing and
 # multi-task one, so outside the study's budget: plain `make study` leaves them out, `--only` runs them, and the
-# writeup counts their seconds apart.
+# conclusions count their seconds apart.
 EXTRAS = ("no-casing", "crf", "layer-mix")
+BUDGET_HOURS = 3  # the whole study: every row but the EXTRAS, every seed, and the prefix pass, on the 2-core CPU
 
 # Rows that keep the base strategy's trainable parameters and change something else.
 VARIANTS = {row for row, (_, sets, _) in ROWS.items() if sets[: len(TOP4)] == TOP4 and row != BASE
@@ -177,10 +178,36 @@ HEADLINE_VARIANTS = {"cpu-round-robin": ("round-robin sampling", "cpu-bs32", "bo
                      "cpu": ("the reference's batch of 16 per task", "cpu-bs32", "batch 32, both sampling")}
 
 
-def conclusions(summary: dict) -> str:
+def budget(summary: dict, plan: dict, prefix: dict | None) -> str:
+    """Whether the whole study kept to ``BUDGET_HOURS`` of wall time: judged only once every row and seed of
+    ``plan`` (the extras apart) has run, each from its start, and the prefix pass was measured, all on one CPU."""
+    head = f"Against the study's budget of {BUDGET_HOURS} hours of wall time on one 2-core CPU"
+    groups, core = summary["groups"], [row for row, spec in plan.items() if not spec.get("extra")]
+    runs = {row: [summary["runs"][n] for n in groups.get(f"task3/{row}", {}).get("runs", [])] for row in plan}
+    extras = [r for row in plan if plan[row].get("extra") for r in runs[row]]
+    apart = (f" The NER-head ablations ({', '.join(r for r in plan if plan[r].get('extra'))}) run apart: "
+             f"{len(extras)} run{'s' * (len(extras) > 1)}, {sum(r['wall_seconds'] for r in extras):,.0f} wall s."
+             ) if extras else ""
+    if prefix is None or prefix["from_cache"] or any(set(plan[row]["seeds"]) - {r["seed"] for r in runs[row]}
+                                                     for row in core):
+        return f"{head}: not judged until every row and seed and the prefix pass have run." + apart
+    study = [r for row in core for r in runs[row]]
+    cpus = sorted({r["device_name"] for r in study} | {prefix["environment"]["cpu"]})
+    if len(cpus) > 1:
+        return f"{head}: not judged, its runs ran on several CPUs ({'; '.join(cpus)})." + apart
+    if any(r["resumed_at_step"] for r in study):
+        return f"{head}: not judged, a resumed run's wall time counts from its resume." + apart
+    total = sum(r["wall_seconds"] for r in study) + prefix["wall_seconds"]
+    return (f"{head}: the whole study, {len(study)} runs and the prefix pass, took {total:,.0f} wall s "
+            f"({total / 3600:.2f} h) on {cpus[0]}: {'within' if total <= BUDGET_HOURS * 3600 else 'over'} it."
+            + apart)
+
+
+def conclusions(summary: dict, plan: dict | None = None, prefix: dict | None = None) -> str:
     """The Task 3 conclusions, every number computed from the study's rows in ``summary`` (a row not
     finished yet drops the sentences that need it). A difference counts only where both rows have
-    several seeds and it exceeds twice the larger of their two standard deviations."""
+    several seeds and it exceeds twice the larger of their two standard deviations. With the study's
+    ``plan``, the last one says whether the study kept to its budget (``prefix``: the prefix pass's record)."""
     rows = {g.removeprefix("task3/"): stats for g, stats in summary["groups"].items() if g.startswith("task3/")}
     labels = {**SCORES, COARSE: "coarse token accuracy"}
 
@@ -259,6 +286,8 @@ def conclusions(summary: dict) -> str:
                    f"(`{other}`): "
                    + ", ".join(versus(groups[group], groups[other], key) for key in (*SCORES, COARSE)) + "."
                    + machines(groups[group], groups[other]))
+    if plan:
+        out.append(budget(summary, plan, prefix))
     from mtst.runs import study_stamp
 
     stamp = study_stamp(runs)  # every finished run: a run finished since makes these conclusions stale
@@ -285,8 +314,11 @@ def main(argv=None) -> None:
         return
     if args.report:
         print("plot:", plot(ROOT / "results" / "summary.json", ROOT / "results" / "task3.png"))
-        (ROOT / "results" / "task3.md").write_text(conclusions(json.loads((ROOT / "results" / "summary.json")
-                                                                           .read_text())))
+        task3 = ROOT / "results" / "runs" / "task3"
+        plan, prefix = (json.loads(f.read_text()) if f.is_file() else None
+                        for f in (task3 / "plan.json", task3 / "prefix-cache.json"))
+        summary = json.loads((ROOT / "results" / "summary.json").read_text())
+        (ROOT / "results" / "task3.md").write_text(conclusions(summary, plan, prefix))
         return
     write_plan(Path(args.out))
     warm_cache(rows, args.profile, Path(args.cache_dir), Path(args.out))

@@ -144,6 +144,35 @@ def test_rows_whose_seeds_ran_on_other_machines_say_so_and_have_no_median_wall_t
     assert "(85.13 against 83.61; beyond twice the seed spread, 0.20).\n" in text  # one machine: no caveat
 
 
+def test_the_study_is_judged_against_its_budget_once_whole_and_on_one_cpu():
+    """Every row and seed of the plan but the extras, plus the prefix pass, added up against 3 hours."""
+    plan = {"top2": {"seeds": [42, 43]}, "probe": {"seeds": [42]}, "crf": {"seeds": [42], "extra": True}}
+    walls = {"task3/top2-s42": 4000.0, "task3/crf-s42": 5000.0}
+    prefix = {"from_cache": False, "wall_seconds": 800.0, "environment": {"cpu": "CPU A"}}
+
+    def judged():
+        runs = {n: {"seed": int(n[-2:]), "wall_seconds": w, "device_name": "CPU A", "resumed_at_step": 0}
+                for n, w in walls.items()}
+        groups = {}
+        for name in runs:
+            groups.setdefault(name.rsplit("-s", 1)[0], {"runs": []})["runs"].append(name)
+        return study.budget({"groups": groups, "runs": runs}, plan, prefix)
+
+    apart = " The NER-head ablations (crf) run apart: 1 run, 5,000 wall s."
+    assert judged() == "Against the study's budget of 3 hours of wall time on one 2-core CPU: not judged until " \
+                       "every row and seed and the prefix pass have run." + apart
+    walls |= {"task3/top2-s43": 4000.0, "task3/probe-s42": 2000.0}
+    # 4,000 + 4,000 + 2,000 + the prefix pass's 800 is 3 hours to the second; the extra row's 5,000 is not counted
+    assert judged().endswith("the whole study, 3 runs and the prefix pass, took 10,800 wall s (3.00 h) on CPU A: "
+                             "within it." + apart)
+    prefix["wall_seconds"] = 801.0
+    assert judged().endswith("took 10,801 wall s (3.00 h) on CPU A: over it." + apart)
+    prefix["environment"]["cpu"] = "CPU B"
+    assert judged().endswith("not judged, its runs ran on several CPUs (CPU A; CPU B)." + apart)
+    prefix["from_cache"] = True  # a read of a cache built before: its cost is not the study's
+    assert "not judged until every row and seed and the prefix pass have run." in judged()
+
+
 def test_variants_of_the_headline_are_compared_on_its_strategy_with_the_seed_spread():
     groups = {"cpu-bs32": stats(0.9287, 0.8955, 0.0003, 0.0021, n=3, coarse=(0.9787, 0.0003), runs=("cpu-bs32-s42",)),
               "cpu-temperature": stats(0.9268, 0.8975, 0.0008, 0.0015, n=3, coarse=(0.9792, 0.0002),
