@@ -1,5 +1,6 @@
-"""Gather ``results/bench/{encode,train,floor}-<device>.json`` into ``results/bench/summary.json``, and
-``summary.md``, the writeup's speed section: every contender of each run with its peers named.
+"""Gather ``results/bench/{encode,train}-<device>.json`` into ``results/bench/summary.json``, and those and
+``floor-<device>.json`` into ``summary.md``, the writeup's speed section: every contender of each run with its
+peers named.
 
 Speedups are ratios to a baseline measured in the same run (see bench/encode.py, bench/train.py).
 Keys of a device whose file is missing are null, with a note saying so.
