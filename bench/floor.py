@@ -45,12 +45,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def fake_int8(x: torch.Tensor, per: str) -> torch.Tensor:
-    """``x`` rounded to int8 and back, symmetric, one scale per tensor, per row (``token``) or per output channel
-    (``channel``, for a weight)."""
+def int8_codes(x: torch.Tensor, per: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` as symmetric int8 codes (still float) and their scale: one per tensor, per row (``token``) or per
+    output channel (``channel``, for a weight)."""
     scale = x.abs().amax() if per == "tensor" else x.abs().amax(-1, keepdim=True)
     scale = scale.clamp(min=1e-12) / 127
-    return (x / scale).round().clamp(-127, 127) * scale
+    return (x / scale).round().clamp(-127, 127), scale
+
+
+def fake_int8(x: torch.Tensor, per: str) -> torch.Tensor:
+    """``x`` rounded to int8 and back (``int8_codes``)."""
+    codes, scale = int8_codes(x, per)
+    return codes * scale
 
 
 def int8_cosines(model, texts: list[str], ref: np.ndarray, batch_size: int) -> dict:
@@ -87,10 +93,11 @@ def gemm_seconds(model, texts: list[str], batch_size: int) -> dict:
         model.encode(texts, batch_size=batch_size, autocast_dtype=autocast, show_progress_bar=False)
     use_sdpa(model.backbone, False)
     events = prof.key_averages()
-    linear = sum(e.self_cpu_time_total for e in events if e.key in LINEAR_KERNELS) / 1e6
+    linears = [e for e in events if e.key in LINEAR_KERNELS]
+    linear = sum(e.self_cpu_time_total for e in linears) / 1e6
     total = sum(e.self_cpu_time_total for e in events) / 1e6
     return {"mode": FAST_MODE, "linear_seconds": linear, "profiled_seconds": total,
-            "linear_share": linear / total, "kernels": [e.key for e in events if e.key in LINEAR_KERNELS]}
+            "linear_share": linear / total, "kernels": [e.key for e in linears]}
 
 
 def int8_gemm(tokens: int, hidden: int, repeats: int = 20) -> dict:
@@ -100,10 +107,9 @@ def int8_gemm(tokens: int, hidden: int, repeats: int = 20) -> dict:
     bf16 = torch.ops.mkldnn._reorder_linear_weight(w.bfloat16())
     runs = {"bf16": lambda: torch.ops.mkldnn._linear_pointwise(x.bfloat16(), bf16, None, "none", [], "")}
     if hasattr(torch.ops, "onednn") and hasattr(torch.ops.onednn, "qlinear_pointwise"):
-        x_scale, w_scale = x.abs().amax().item() / 127, w.abs().amax(1) / 127  # per tensor, per output channel
-        xq = (x / x_scale).round().clamp(-127, 127).to(torch.int8)
-        wq = torch.ops.onednn.qlinear_prepack((w / w_scale[:, None]).round().clamp(-127, 127).to(torch.int8),
-                                              [tokens, hidden])
+        (xq, x_scale), (wq, w_scale) = int8_codes(x, "tensor"), int8_codes(w, "channel")
+        xq, x_scale, w_scale = xq.to(torch.int8), x_scale.item(), w_scale.squeeze(1)
+        wq = torch.ops.onednn.qlinear_prepack(wq.to(torch.int8), [tokens, hidden])
         w_zero = torch.zeros(4 * hidden, dtype=torch.long)
         runs["int8"] = lambda: torch.ops.onednn.qlinear_pointwise(xq, x_scale, 0, wq, w_scale, w_zero, None, 1.0, 0,
                                                                   torch.bfloat16, "none", [], "")

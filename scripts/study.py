@@ -8,8 +8,8 @@ first step caches the deepest prefix any row needs and, from the same pass, ever
 
 Each run is ``python -m mtst train --reuse``: a finished row is kept, an interrupted one resumes,
 so the study spans interruptions. Records go to ``results/runs/task3/<row>-s<seed>/``. The whole study (every
-row but the ``EXTRAS``, every seed, and the prefix pass) has a budget of 3 hours on the 2-core CPU; the writeup
-adds up the records and says whether it kept to it.
+row but the ``EXTRAS``, every seed, and the prefix pass) has a budget of 3 hours on the 2-core CPU; ``--report``
+adds up the records and its conclusions (in the writeup) say whether it kept to it.
 
     python scripts/study.py                 # every row but the EXTRAS, in the order below
     python scripts/study.py --only top2 top4
@@ -182,10 +182,12 @@ def budget(summary: dict, plan: dict, prefix: dict | None) -> str:
     """Whether the whole study kept to ``BUDGET_HOURS`` of wall time: judged only once every row and seed of
     ``plan`` (the extras apart) has run, each from its start, and the prefix pass was measured, all on one CPU."""
     head = f"Against the study's budget of {BUDGET_HOURS} hours of wall time on one 2-core CPU"
-    groups, core = summary["groups"], [row for row, spec in plan.items() if not spec.get("extra")]
-    runs = {row: [summary["runs"][n] for n in groups.get(f"task3/{row}", {}).get("runs", [])] for row in plan}
-    extras = [r for row in plan if plan[row].get("extra") for r in runs[row]]
-    apart = (f" The NER-head ablations ({', '.join(r for r in plan if plan[r].get('extra'))}) run apart: "
+    extra_rows = [row for row, spec in plan.items() if spec.get("extra")]
+    core = [row for row in plan if row not in extra_rows]
+    runs = {row: [summary["runs"][n] for n in summary["groups"].get(f"task3/{row}", {}).get("runs", [])]
+            for row in plan}
+    extras = [r for row in extra_rows for r in runs[row]]
+    apart = (f" The NER-head ablations ({', '.join(extra_rows)}) run apart: "
              f"{len(extras)} run{'s' * (len(extras) > 1)}, {sum(r['wall_seconds'] for r in extras):,.0f} wall s."
              ) if extras else ""
     if prefix is None or prefix["from_cache"] or any(set(plan[row]["seeds"]) - {r["seed"] for r in runs[row]}
