@@ -56,7 +56,8 @@ examples: model
 
 # Task 3: every freezing strategy on one budget (scripts/study.py; each row's wall and CPU seconds are in the writeup).
 # A finished row is kept and an interrupted one resumes, so it may span several sessions. The NER-head
-# ablations run apart, outside its budget: .venv/bin/python scripts/study.py --only no-casing crf layer-mix
+# ablations and the full fine-tune run apart, outside its budget:
+#   .venv/bin/python scripts/study.py --only no-casing crf layer-mix full
 study: model
 	$(PY) scripts/study.py
 	$(PY) -m mtst report

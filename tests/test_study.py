@@ -46,17 +46,20 @@ def test_the_plan_lists_every_row_in_order(tmp_path):
     study.write_plan(tmp_path)
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert list(plan) == list(study.ROWS) and plan["top2"]["overrides"] == ["train.trainable_layers=2"]
-    assert [row for row, spec in plan.items() if spec["extra"]] == ["no-casing", "crf", "layer-mix"]
+    assert {row: spec["apart"] for row, spec in plan.items() if spec["apart"]} == {
+        "no-casing": "the NER-head ablations", "crf": "the NER-head ablations", "layer-mix": "the NER-head ablations",
+        "full": "the full fine-tune"}
 
 
-def test_make_study_runs_every_row_but_the_ner_head_ablations(capsys):
-    """The ablations are outside the study's budget: a plain run leaves them out, --only runs them."""
+def test_make_study_runs_every_row_but_those_run_apart(capsys):
+    """The NER-head ablations and the full fine-tune are outside the study's budget: a plain run leaves them
+    out, --only runs them."""
     study.main(["--list"])
     listed = re.findall(r"^(\S+) +seeds", capsys.readouterr().out, re.M)
-    assert listed == [row for row in study.ROWS if row not in ("no-casing", "crf", "layer-mix")]
-    assert "top4" in listed and "full" in listed
-    study.main(["--list", "--only", "crf"])
-    assert re.findall(r"^(\S+) +seeds", capsys.readouterr().out, re.M) == ["crf"]
+    assert listed == [row for row in study.ROWS if row not in ("no-casing", "crf", "layer-mix", "full")]
+    assert "top4" in listed and "top6" in listed
+    study.main(["--list", "--only", "crf", "full"])
+    assert re.findall(r"^(\S+) +seeds", capsys.readouterr().out, re.M) == ["crf", "full"]
 
 
 def test_the_plot_reads_the_study_groups_of_the_summary(tmp_path):
@@ -145,24 +148,30 @@ def test_rows_whose_seeds_ran_on_other_machines_say_so_and_have_no_median_wall_t
 
 
 def test_the_study_is_judged_against_its_budget_once_whole_and_on_one_cpu():
-    """Every row and seed of the plan but the extras, plus the prefix pass, added up against 3 hours."""
-    plan = {"top2": {"seeds": [42, 43]}, "probe": {"seeds": [42]}, "crf": {"seeds": [42], "extra": True}}
-    walls = {"task3/top2-s42": 4000.0, "task3/crf-s42": 5000.0}
+    """Every row and seed of the plan but those run apart, plus the prefix pass, added up against 3 hours;
+    the rows run apart are counted by group."""
+    plan = {"top2": {"seeds": [42, 43]}, "probe": {"seeds": [42]},
+            "crf": {"seeds": [42], "apart": "the NER-head ablations"},
+            "full": {"seeds": [42, 43], "apart": "the full fine-tune"}}
+    walls = {"task3/top2-s42": 4000.0, "task3/crf-s42": 5000.0, "task3/full-s42": 1300.0, "task3/full-s43": 2700.0}
+    cpus = {"task3/full-s43": "CPU C"}
     prefix = {"from_cache": False, "wall_seconds": 800.0, "environment": {"cpu": "CPU A"}}
 
     def judged():
-        runs = {n: {"seed": int(n[-2:]), "wall_seconds": w, "device_name": "CPU A", "resumed_at_step": 0}
-                for n, w in walls.items()}
+        runs = {n: {"seed": int(n[-2:]), "wall_seconds": w, "device_name": cpus.get(n, "CPU A"),
+                    "resumed_at_step": 0} for n, w in walls.items()}
         groups = {}
         for name in runs:
             groups.setdefault(name.rsplit("-s", 1)[0], {"runs": []})["runs"].append(name)
         return study.budget({"groups": groups, "runs": runs}, plan, prefix)
 
-    apart = " The NER-head ablations (crf) run apart: 1 run, 5,000 wall s."
+    apart = (" Run apart, outside it: the NER-head ablations (crf), 1 run, 5,000 wall s; the full fine-tune (full), "
+             "2 runs, 4,000 wall s on several CPUs.")
     assert judged() == "Against the study's budget of 3 hours of wall time on one 2-core CPU: not judged until " \
                        "every row and seed and the prefix pass have run." + apart
     walls |= {"task3/top2-s43": 4000.0, "task3/probe-s42": 2000.0}
-    # 4,000 + 4,000 + 2,000 + the prefix pass's 800 is 3 hours to the second; the extra row's 5,000 is not counted
+    # 4,000 + 4,000 + 2,000 + the prefix pass's 800 is 3 hours to the second; the rows run apart are not counted,
+    # nor do their CPUs stop the judgement
     assert judged().endswith("the whole study, 3 runs and the prefix pass, took 10,800 wall s (3.00 h) on CPU A: "
                              "within it." + apart)
     prefix["wall_seconds"] = 801.0
@@ -171,6 +180,25 @@ def test_the_study_is_judged_against_its_budget_once_whole_and_on_one_cpu():
     assert judged().endswith("not judged, its runs ran on several CPUs (CPU A; CPU B)." + apart)
     prefix["from_cache"] = True  # a read of a cache built before: its cost is not the study's
     assert "not judged until every row and seed and the prefix pass have run." in judged()
+
+
+def test_the_best_on_the_budget_is_one_of_its_rows_and_a_better_row_run_apart_is_named_apart():
+    groups = {"task3/top6": stats(0.9161, 0.8602, 0.003, 0.002, n=3, walls=(600.0, 610.0, 620.0), runs=()),
+              "task3/full": stats(0.9205, 0.8834, 0.003, 0.001, n=3, walls=(1300.0, 1310.0, 1320.0), runs=()),
+              "task3/crf": stats(0.9126, 0.8316, runs=()),
+              "task3/layer-mix": stats(0.9216, 0.8418, runs=())}  # apart too, but lower than top6: no sentence
+    plan = {"top6": {"seeds": [42]}, "crf": {"seeds": [42], "apart": "the NER-head ablations"},
+            "layer-mix": {"seeds": [42], "apart": "the NER-head ablations"},
+            "full": {"seeds": [42], "apart": "the full fine-tune"}}
+    lines = study.conclusions({"groups": groups, "runs": {}}, plan).splitlines()
+    assert "* Best on this budget, by the mean of AG News accuracy and entity F1: top6 (88.81), in 610 wall " \
+           "seconds (median)." in lines
+    assert "* Run apart, outside the study's budget, full is higher on that mean: 90.20 (+1.38 points on top6), " \
+           "in 1,310 wall seconds (median)." in lines
+    assert not [line for line in lines if "layer-mix is higher" in line or "crf is higher" in line]
+    # without a plan every row is the study's
+    assert "Best on this budget, by the mean of AG News accuracy and entity F1: full (90.20)" in study.conclusions(
+        {"groups": groups, "runs": {}})
 
 
 def test_variants_of_the_headline_are_compared_on_its_strategy_with_the_seed_spread():
