@@ -229,7 +229,7 @@ def conclusions(summary: dict, plan: dict | None = None, prefix: dict | None = N
         """Group ``a`` against group ``b`` on ``key``: the difference in points, and whether seeds can tell it."""
         diff = 100 * (a["mean"][key] - b["mean"][key])
         if min(a["n"], b["n"]) < 2:
-            verdict = "one seed: no spread to judge it by yet"
+            verdict = "one seed: no spread to judge it by"
         else:
             noise = 100 * max(a["std"][key], b["std"][key])
             verdict = f"{'within' if abs(diff) <= 2 * noise else 'beyond'} twice the seed spread, {noise:.2f}"

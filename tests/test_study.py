@@ -115,7 +115,7 @@ def test_the_conclusions_are_computed_from_the_rows_and_judge_differences_by_the
     assert "Median wall seconds: 100 (probe), 790 (top4)." in text
     assert ("the multi-task model is +0.50 points on AG News accuracy (91.29 against 90.79; beyond twice the seed "
             "spread, 0.10)") in text
-    assert "-3.40 points on entity F1 (83.73 against 87.13; one seed: no spread to judge it by yet)" in text
+    assert "-3.40 points on entity F1 (83.73 against 87.13; one seed: no spread to judge it by)" in text
     assert "A CRF against top4: +0.01 points on AG News accuracy" in text
     assert "Best on this budget, by the mean of AG News accuracy and entity F1: crf (88.15), in 100 wall" in text
     assert "LoRA" not in text and "round-robin" not in text.lower()  # rows not run: no sentence
